@@ -1,0 +1,77 @@
+"""The account aggregate: its state, and ``evolve``, the only way that state changes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from banking_app.domain import events as ev
+
+
+class AccountStatus(StrEnum):
+    OPEN = "OPEN"
+    CLOSED = "CLOSED"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    account_id: str
+    owner: str
+    currency: str
+    overdraft_limit: int
+    balance: int = 0
+    status: AccountStatus = AccountStatus.OPEN
+    #: The seq of the last event applied; 0 before the account exists.
+    version: int = 0
+    #: Money debited by transfers whose credit leg has not yet been settled or refunded.
+    in_flight: int = 0
+    in_flight_count: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is AccountStatus.OPEN
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Account:
+        return cls(**{**data, "status": AccountStatus(data["status"])})
+
+
+def evolve(state: Account | None, event: ev.Event) -> Account | None:
+    """Apply one event to an account's state. Pure: the same inputs give the same state."""
+    if isinstance(event, ev.AccountCreated):
+        return Account(
+            account_id=event.account_id,
+            owner=event.owner,
+            currency=event.currency,
+            overdraft_limit=event.overdraft_limit,
+            version=event.seq or 0,
+            created_at=event.occurred_at,
+            updated_at=event.occurred_at,
+        )
+    if state is None or isinstance(event, ev.CommandRejected):
+        return state
+    changes: dict[str, Any] = {}
+    if event.seq is not None:
+        changes = {"version": event.seq, "updated_at": event.occurred_at}
+    if isinstance(
+        event,
+        ev.MoneyDeposited | ev.MoneyWithdrawn | ev.TransferDebited | ev.TransferCredited,
+    ):
+        changes["balance"] = event.balance
+    if isinstance(event, ev.TransferDebited):
+        changes["in_flight"] = state.in_flight + event.amount
+        changes["in_flight_count"] = state.in_flight_count + 1
+    elif isinstance(event, ev.TransferRefunded | ev.TransferSettled):
+        changes["in_flight"] = state.in_flight - event.amount
+        changes["in_flight_count"] = state.in_flight_count - 1
+        if isinstance(event, ev.TransferRefunded):
+            changes["balance"] = event.balance
+    elif isinstance(event, ev.AccountClosed):
+        changes["status"] = AccountStatus.CLOSED
+    return replace(state, **changes)

@@ -1,0 +1,215 @@
+"""Commands: what a client asks the bank to do, and the saga legs the bank sends itself.
+
+``parse_command`` is the single gate from untrusted JSON to typed commands; everything
+past it may assume well-formed fields. Unknown fields are ignored (so Faust's record
+metadata and newer clients are accepted); missing or mistyped known fields are not.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from banking_app.domain.errors import MalformedCommand
+
+MAX_AMOUNT = 10**15
+MAX_ID_LENGTH = 128
+COMMAND_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
+ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")  # safe in URL paths
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+MAX_OWNER_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Fields every command carries. ``type`` is the wire name of the subclass."""
+
+    type: ClassVar[str]
+    public: ClassVar[bool] = True
+    leg: ClassVar[str] = ""
+
+    command_id: str
+    account_id: str
+    expected_version: int | None = None
+
+    @property
+    def dedupe_id(self) -> str:
+        """The id under which this input is applied at most once.
+
+        A saga leg shares the transfer's command id, so it needs a suffix of its own.
+        """
+        return f"{self.command_id}/{self.leg}" if self.leg else self.command_id
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain-JSON wire form that ``parse_command`` reads back."""
+        data: dict[str, Any] = {"type": self.type}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                data[field.name] = value
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class CreateAccount(Command):
+    type: ClassVar[str] = "CREATE_ACCOUNT"
+    owner: str = ""
+    currency: str = ""
+    overdraft_limit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit(Command):
+    type: ClassVar[str] = "DEPOSIT"
+    amount: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw(Command):
+    type: ClassVar[str] = "WITHDRAW"
+    amount: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TransferMoney(Command):
+    type: ClassVar[str] = "TRANSFER_MONEY"
+    to_account_id: str = ""
+    amount: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAccount(Command):
+    type: ClassVar[str] = "CLOSE_ACCOUNT"
+
+
+@dataclass(frozen=True, slots=True)
+class CreditTransfer(Command):
+    """Saga leg: credit the destination of a transfer already debited from the source."""
+
+    type: ClassVar[str] = "TRANSFER_CREDIT"
+    public: ClassVar[bool] = False
+    leg: ClassVar[str] = "credit"
+    from_account_id: str = ""
+    amount: int = 0
+    currency: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RefundTransfer(Command):
+    """Saga leg: give the source its money back because the credit leg failed."""
+
+    type: ClassVar[str] = "TRANSFER_REFUND"
+    public: ClassVar[bool] = False
+    leg: ClassVar[str] = "refund"
+    to_account_id: str = ""
+    amount: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SettleTransfer(Command):
+    """Saga leg: tell the source its transfer was credited, so the money is no longer in flight."""
+
+    type: ClassVar[str] = "TRANSFER_SETTLE"
+    public: ClassVar[bool] = False
+    leg: ClassVar[str] = "settle"
+    to_account_id: str = ""
+    amount: int = 0
+
+
+COMMAND_TYPES: dict[str, type[Command]] = {
+    cls.type: cls
+    for cls in (
+        CreateAccount,
+        Deposit,
+        Withdraw,
+        TransferMoney,
+        CloseAccount,
+        CreditTransfer,
+        RefundTransfer,
+        SettleTransfer,
+    )
+}
+PUBLIC_COMMAND_TYPES = tuple(name for name, cls in COMMAND_TYPES.items() if cls.public)
+
+
+def _field(data: dict[str, Any], name: str, command_id: str | None) -> Any:
+    if name not in data:
+        raise MalformedCommand(f"missing field {name!r}", command_id)
+    return data[name]
+
+
+def _string(
+    data: dict[str, Any], name: str, pattern: re.Pattern[str], command_id: str | None
+) -> str:
+    value = _field(data, name, command_id)
+    if not isinstance(value, str) or not pattern.match(value):
+        raise MalformedCommand(f"field {name!r} must match {pattern.pattern}", command_id)
+    return value
+
+
+def _integer(data: dict[str, Any], name: str, low: int, high: int, command_id: str | None) -> int:
+    value = _field(data, name, command_id)
+    # bool is an int subclass and a float like 10.0 is not a count of cents: refuse both.
+    if type(value) is not int or not low <= value <= high:
+        raise MalformedCommand(
+            f"field {name!r} must be an integer from {low} to {high}", command_id
+        )
+    return value
+
+
+def _owner(data: dict[str, Any], command_id: str | None) -> str:
+    value = _field(data, "owner", command_id)
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_OWNER_LENGTH:
+        raise MalformedCommand(
+            f"field 'owner' must be a non-blank string of at most {MAX_OWNER_LENGTH} characters",
+            command_id,
+        )
+    return value
+
+
+def read_command_id(data: Any) -> str | None:
+    """The command id of an input, if one can be read even though the rest is bad."""
+    if isinstance(data, dict):
+        value = data.get("command_id")
+        if isinstance(value, str) and COMMAND_ID_RE.match(value):
+            return value
+    return None
+
+
+def parse_command(data: Any, *, allow_internal: bool = True) -> Command:
+    """Turn decoded JSON into a typed command, or raise ``MalformedCommand`` saying why."""
+    command_id = read_command_id(data)
+    if not isinstance(data, dict):
+        raise MalformedCommand("a command must be a JSON object", None)
+    kind = data.get("type")
+    cls = COMMAND_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None or (not cls.public and not allow_internal):
+        raise MalformedCommand(
+            f"field 'type' must be one of {', '.join(PUBLIC_COMMAND_TYPES)}", command_id
+        )
+    common: dict[str, Any] = {
+        "command_id": _string(data, "command_id", COMMAND_ID_RE, command_id),
+        "account_id": _string(data, "account_id", ACCOUNT_ID_RE, command_id),
+    }
+    if data.get("expected_version") is not None:
+        common["expected_version"] = _integer(data, "expected_version", 0, 2**63 - 1, command_id)
+    extra: dict[str, Any] = {}
+    if cls is CreateAccount:
+        extra["owner"] = _owner(data, command_id)
+        extra["currency"] = _string(data, "currency", CURRENCY_RE, command_id)
+        if data.get("overdraft_limit") is not None:
+            extra["overdraft_limit"] = _integer(data, "overdraft_limit", 0, MAX_AMOUNT, command_id)
+    if cls is not CreateAccount and cls is not CloseAccount:
+        # Only the type is checked here: a well-typed amount out of range is the
+        # domain's INVALID_AMOUNT, not a malformed command.
+        extra["amount"] = _integer(data, "amount", -(2**63), 2**63 - 1, command_id)
+    if cls in (TransferMoney, RefundTransfer, SettleTransfer):
+        extra["to_account_id"] = _string(data, "to_account_id", ACCOUNT_ID_RE, command_id)
+    if cls is CreditTransfer:
+        extra["from_account_id"] = _string(data, "from_account_id", ACCOUNT_ID_RE, command_id)
+        extra["currency"] = _string(data, "currency", CURRENCY_RE, command_id)
+    if cls is RefundTransfer:
+        extra["reason"] = _string(data, "reason", re.compile(r"^[A-Z_]{1,40}$"), command_id)
+    return cls(**common, **extra)

@@ -1,0 +1,177 @@
+"""``decide``: what a command means for an account, as events, plus the saga legs to send.
+
+A transfer is a saga because its two accounts may live on different partitions:
+the debit runs where the source lives and sends a ``CreditTransfer`` leg keyed by the
+destination; the destination either credits (and sends ``SettleTransfer`` back) or
+sends ``RefundTransfer`` back. Every step is a local, deterministic decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from banking_app.domain import commands as cmd
+from banking_app.domain import events as ev
+from banking_app.domain import guards
+from banking_app.domain.accounts import Account
+from banking_app.domain.errors import DomainError
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    events: list[ev.Event] = field(default_factory=list)
+    #: Saga legs to put on the commands topic, each keyed by its own ``account_id``.
+    legs: list[cmd.Command] = field(default_factory=list)
+
+
+def _next_seq(state: Account | None) -> int:
+    return (state.version if state is not None else 0) + 1
+
+
+def rejection(command: cmd.Command, error: DomainError, occurred_at: str) -> ev.CommandRejected:
+    return ev.CommandRejected(
+        event_id=ev.event_id_for(command.dedupe_id),
+        command_id=command.command_id,
+        account_id=command.account_id,
+        occurred_at=occurred_at,
+        seq=None,
+        reason=error.reason.value,
+        detail=error.detail,
+        command_type=command.type,
+        command=command.to_dict(),
+    )
+
+
+def decide(state: Account | None, command: cmd.Command, occurred_at: str) -> Decision:
+    """Decide the outcome of ``command`` against ``state``; rejections are events too."""
+    try:
+        return _decide(state, command, occurred_at)
+    except DomainError as error:
+        return Decision(events=[rejection(command, error, occurred_at)])
+
+
+def _decide(state: Account | None, c: cmd.Command, at: str) -> Decision:
+    common = {
+        "event_id": ev.event_id_for(c.dedupe_id),
+        "command_id": c.command_id,
+        "account_id": c.account_id,
+        "occurred_at": at,
+        "seq": _next_seq(state),
+    }
+    if isinstance(c, cmd.CreateAccount):
+        guards.require_absent(state)
+        guards.require_version(state, c.expected_version)
+        return Decision(
+            [
+                ev.AccountCreated(
+                    **common,
+                    owner=c.owner,
+                    currency=c.currency,
+                    overdraft_limit=c.overdraft_limit,
+                )
+            ]
+        )
+    if isinstance(c, cmd.CreditTransfer):
+        return _credit(state, c, common)
+    if isinstance(c, cmd.TransferMoney):
+        guards.require_different_accounts(c.account_id, c.to_account_id)
+    account = guards.require_exists(state, c.account_id)
+    if isinstance(c, cmd.RefundTransfer):
+        # Money coming home is never refused: the source cannot close while it is in flight.
+        balance = account.balance + c.amount
+        return Decision(
+            [
+                ev.TransferRefunded(
+                    **common,
+                    transfer_id=c.command_id,
+                    to_account_id=c.to_account_id,
+                    amount=c.amount,
+                    balance=balance,
+                    currency=account.currency,
+                    reason=c.reason,
+                )
+            ]
+        )
+    if isinstance(c, cmd.SettleTransfer):
+        settled = ev.TransferSettled(
+            **{**common, "seq": None},
+            transfer_id=c.command_id,
+            to_account_id=c.to_account_id,
+            amount=c.amount,
+        )
+        return Decision([settled])
+    guards.require_open(account)
+    guards.require_version(account, c.expected_version)
+    if isinstance(c, cmd.CloseAccount):
+        guards.require_settled_and_empty(account)
+        return Decision([ev.AccountClosed(**common)])
+    assert isinstance(c, cmd.Deposit | cmd.Withdraw | cmd.TransferMoney), c
+    guards.require_valid_amount(c.amount)
+    if isinstance(c, cmd.Deposit):
+        guards.require_room_for(account, c.amount)
+        balance = account.balance + c.amount
+        return Decision(
+            [
+                ev.MoneyDeposited(
+                    **common, amount=c.amount, balance=balance, currency=account.currency
+                )
+            ]
+        )
+    guards.require_funds(account, c.amount)
+    balance = account.balance - c.amount
+    if isinstance(c, cmd.Withdraw):
+        return Decision(
+            [
+                ev.MoneyWithdrawn(
+                    **common, amount=c.amount, balance=balance, currency=account.currency
+                )
+            ]
+        )
+    debited = ev.TransferDebited(
+        **common,
+        transfer_id=c.command_id,
+        to_account_id=c.to_account_id,
+        amount=c.amount,
+        balance=balance,
+        currency=account.currency,
+    )
+    credit = cmd.CreditTransfer(
+        command_id=c.command_id,
+        account_id=c.to_account_id,
+        from_account_id=c.account_id,
+        amount=c.amount,
+        currency=account.currency,
+    )
+    return Decision([debited], [credit])
+
+
+def _credit(state: Account | None, c: cmd.CreditTransfer, common: dict) -> Decision:
+    try:
+        account = guards.require_exists(state, c.account_id)
+        guards.require_open(account)
+        guards.require_same_currency(account, c.currency)
+        guards.require_room_for(account, c.amount)
+    except DomainError as error:
+        refund = cmd.RefundTransfer(
+            command_id=c.command_id,
+            account_id=c.from_account_id,
+            to_account_id=c.account_id,
+            amount=c.amount,
+            reason=error.reason.value,
+        )
+        return Decision([], [refund])
+    credited = ev.TransferCredited(
+        **common,
+        transfer_id=c.command_id,
+        from_account_id=c.from_account_id,
+        amount=c.amount,
+        balance=account.balance + c.amount,
+        currency=account.currency,
+    )
+    settle = cmd.SettleTransfer(
+        command_id=c.command_id,
+        account_id=c.from_account_id,
+        to_account_id=c.account_id,
+        amount=c.amount,
+    )
+    return Decision([credited], [settle])

@@ -1,0 +1,82 @@
+"""The closed set of reasons a command can be refused for, and the errors that carry them.
+
+Guards in ``banking_app.domain.guards`` raise these; ``decide`` turns them into a
+``CommandRejected`` event, so a rejection is data, never a crash.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    ACCOUNT_ALREADY_EXISTS = "ACCOUNT_ALREADY_EXISTS"
+    ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
+    ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    INVALID_AMOUNT = "INVALID_AMOUNT"
+    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    SAME_ACCOUNT = "SAME_ACCOUNT"
+    BALANCE_NOT_ZERO = "BALANCE_NOT_ZERO"
+    VERSION_CONFLICT = "VERSION_CONFLICT"
+    MALFORMED_COMMAND = "MALFORMED_COMMAND"
+
+
+class DomainError(Exception):
+    """A command that is well formed but not allowed against the account's state."""
+
+    reason: Reason
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.reason.value)
+        self.detail = detail or self.reason.value
+
+
+class AccountAlreadyExists(DomainError):
+    reason = Reason.ACCOUNT_ALREADY_EXISTS
+
+
+class AccountNotFound(DomainError):
+    reason = Reason.ACCOUNT_NOT_FOUND
+
+
+class AccountClosed(DomainError):
+    reason = Reason.ACCOUNT_CLOSED
+
+
+class InsufficientFunds(DomainError):
+    reason = Reason.INSUFFICIENT_FUNDS
+
+
+class InvalidAmount(DomainError):
+    reason = Reason.INVALID_AMOUNT
+
+
+class CurrencyMismatch(DomainError):
+    reason = Reason.CURRENCY_MISMATCH
+
+
+class SameAccount(DomainError):
+    reason = Reason.SAME_ACCOUNT
+
+
+class BalanceNotZero(DomainError):
+    reason = Reason.BALANCE_NOT_ZERO
+
+
+class VersionConflict(DomainError):
+    reason = Reason.VERSION_CONFLICT
+
+
+class MalformedCommand(DomainError):
+    """The input could not be read as a command at all.
+
+    ``command_id`` is set when one could still be read from the input, so the sender
+    can be told about the rejection under the id it chose.
+    """
+
+    reason = Reason.MALFORMED_COMMAND
+
+    def __init__(self, detail: str, command_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.command_id = command_id

@@ -1,0 +1,182 @@
+"""Events: facts in the past tense, the only source of truth.
+
+Every event that changes an account carries its ``seq`` (1, 2, 3 … per account; the
+account's version is its last seq). ``CommandRejected`` and ``TransferSettled`` change
+no balance and carry no seq. Ids are derived from the command id and the saga leg,
+never drawn at random, so a reprocessed command yields the same event id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 2
+# A fixed namespace so event ids are stable across processes, machines and releases.
+EVENT_ID_NAMESPACE = uuid.UUID("5b0f3d1e-8a4c-4f43-9a55-6b2a3c1d9e70")
+
+
+def event_id_for(dedupe_id: str) -> str:
+    """The id of the one event a command (or a saga leg of it) ends in."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, dedupe_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: ClassVar[str]
+    #: True for the events that move money; used by ledger checks and projections.
+    moves_money: ClassVar[bool] = False
+
+    event_id: str
+    command_id: str
+    account_id: str
+    occurred_at: str
+    seq: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if data["seq"] is None:
+            del data["seq"]
+        return {"type": self.type, "schema_version": SCHEMA_VERSION, **data}
+
+
+@dataclass(frozen=True, slots=True)
+class AccountCreated(Event):
+    type: ClassVar[str] = "AccountCreated"
+    owner: str
+    currency: str
+    overdraft_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyDeposited(Event):
+    type: ClassVar[str] = "MoneyDeposited"
+    moves_money: ClassVar[bool] = True
+    amount: int
+    balance: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyWithdrawn(Event):
+    type: ClassVar[str] = "MoneyWithdrawn"
+    moves_money: ClassVar[bool] = True
+    amount: int
+    balance: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferDebited(Event):
+    type: ClassVar[str] = "TransferDebited"
+    moves_money: ClassVar[bool] = True
+    transfer_id: str
+    to_account_id: str
+    amount: int
+    balance: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCredited(Event):
+    type: ClassVar[str] = "TransferCredited"
+    moves_money: ClassVar[bool] = True
+    transfer_id: str
+    from_account_id: str
+    amount: int
+    balance: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRefunded(Event):
+    type: ClassVar[str] = "TransferRefunded"
+    moves_money: ClassVar[bool] = True
+    transfer_id: str
+    to_account_id: str
+    amount: int
+    balance: int
+    currency: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSettled(Event):
+    """The credit leg succeeded: the source's money is no longer in flight."""
+
+    type: ClassVar[str] = "TransferSettled"
+    transfer_id: str
+    to_account_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountClosed(Event):
+    type: ClassVar[str] = "AccountClosed"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRejected(Event):
+    type: ClassVar[str] = "CommandRejected"
+    reason: str
+    detail: str
+    command_type: str
+    command: dict[str, Any]
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        AccountCreated,
+        MoneyDeposited,
+        MoneyWithdrawn,
+        TransferDebited,
+        TransferCredited,
+        TransferRefunded,
+        TransferSettled,
+        AccountClosed,
+        CommandRejected,
+    )
+}
+#: Events that end a command: exactly one of these exists per public command id.
+TERMINAL_TYPES = frozenset(
+    {
+        "AccountCreated",
+        "MoneyDeposited",
+        "MoneyWithdrawn",
+        "TransferCredited",
+        "TransferRefunded",
+        "AccountClosed",
+        "CommandRejected",
+    }
+)
+
+
+def upcast(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring an event written by an older release up to ``SCHEMA_VERSION``.
+
+    v1 events had no ``occurred_at`` and no ``currency`` on money events; the epoch
+    and an empty currency stand in for what was never recorded, rather than guesses.
+    """
+    version = data.get("schema_version", 1)
+    if version < 2:
+        data = {"occurred_at": "1970-01-01T00:00:00.000Z", **data}
+        if data.get("type") in {
+            "MoneyDeposited",
+            "MoneyWithdrawn",
+            "TransferDebited",
+            "TransferCredited",
+            "TransferRefunded",
+        }:
+            data.setdefault("currency", "")
+        data["schema_version"] = 2
+    return data
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Read an event from its JSON form (any schema version); raises on unknown types."""
+    data = upcast(data)
+    cls = EVENT_TYPES[data["type"]]
+    names = cls.__dataclass_fields__
+    return cls(**{k: v for k, v in data.items() if k in names and k != "type"})

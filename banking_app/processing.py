@@ -1,0 +1,81 @@
+"""The application layer: apply one input to one account row, at most once.
+
+No Faust here either. The Faust agent hands in the stored row, the input and its
+position in the commands topic; this decides whether the input was already applied
+and, if not, what to emit and what to store. See ``docs/at-least-once.md`` for why
+each check exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from banking_app.domain import Account, Command, Decision, decide, evolve
+
+#: How many recent input ids each account remembers in its own row. Producer retries
+#: put a duplicate a few records after the original; this window catches it even if
+#: the worker died before the command-id table was written.
+RECENT_WINDOW = 16
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    """The table value for one account key: its state plus the at-most-once bookkeeping.
+
+    ``last_offset`` and ``recent`` live in the same record as the balance, so they are
+    written (and lost) together with it.
+    """
+
+    account: Account | None = None
+    last_offset: int = -1
+    recent: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account": self.account.to_dict() if self.account else None,
+            "last_offset": self.last_offset,
+            "recent": list(self.recent),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AccountRow:
+        account = data.get("account")
+        return cls(
+            account=Account.from_dict(account) if account else None,
+            last_offset=data["last_offset"],
+            recent=tuple(data["recent"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    decision: Decision
+    row: AccountRow
+    duplicate: bool = False
+
+
+def is_duplicate(row: AccountRow, command: Command, offset: int, seen_at: int | None) -> bool:
+    """True when this input, or an earlier copy of it, was already applied to the row.
+
+    ``seen_at`` is the offset at which the command-id table recorded this input, if it
+    did. Seen at the same offset but not in the row means the worker died between the
+    two writes: the input must be applied again (it re-emits identical events).
+    """
+    if offset <= row.last_offset or command.dedupe_id in row.recent:
+        return True
+    return seen_at is not None and seen_at != offset
+
+
+def process(
+    row: AccountRow | None, command: Command, offset: int, occurred_at: str, seen_at: int | None
+) -> Result:
+    row = row or AccountRow()
+    if is_duplicate(row, command, offset, seen_at):
+        return Result(Decision(), row, duplicate=True)
+    decision = decide(row.account, command, occurred_at)
+    account = row.account
+    for event in decision.events:
+        account = evolve(account, event)
+    recent = (*row.recent, command.dedupe_id)[-RECENT_WINDOW:]
+    return Result(decision, AccountRow(account, offset, recent))
