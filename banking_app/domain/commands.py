@@ -152,10 +152,10 @@ def _string(
 def _integer(data: dict[str, Any], name: str, low: int, high: int, command_id: str | None) -> int:
     value = _field(data, name, command_id)
     # bool is an int subclass and a float like 10.0 is not a count of cents: refuse both.
-    if type(value) is not int or not low <= value <= high:
-        raise MalformedCommand(
-            f"field {name!r} must be an integer from {low} to {high}", command_id
-        )
+    if type(value) is not int:
+        raise MalformedCommand(f"field {name!r} must be an integer (minor units)", command_id)
+    if not low <= value <= high:
+        raise MalformedCommand(f"field {name!r} must be from {low} to {high}", command_id)
     return value
 
 

@@ -69,9 +69,11 @@ class Ledger:
             self.withdrawn[event.currency] += event.amount
         elif isinstance(event, ev.TransferDebited):
             self.in_flight[event.transfer_id] = (event.currency, event.amount)
-        elif isinstance(event, ev.TransferCredited | ev.TransferRefunded):
-            if self.in_flight.pop(event.transfer_id, None) is None:
-                self.violations.append(f"{event.type} of unknown transfer {event.transfer_id}")
+        elif (
+            isinstance(event, ev.TransferCredited | ev.TransferRefunded)
+            and self.in_flight.pop(event.transfer_id, None) is None
+        ):
+            self.violations.append(f"{event.type} of unknown transfer {event.transfer_id}")
 
     def money_in_flight(self) -> Counter[str]:
         totals: Counter[str] = Counter()

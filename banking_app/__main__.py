@@ -1,0 +1,3 @@
+from banking_app.cli import main
+
+main()

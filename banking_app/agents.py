@@ -1,0 +1,181 @@
+"""The command agent: decide each command against its account and emit the events.
+
+Order of writes per input (docs/at-least-once.md): events and saga legs first, acked
+by the broker; then the account row; then the command-id index. Whatever prefix of
+that survives a crash is safe to reprocess.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+import faust
+
+from banking_app import codec
+from banking_app.app import app
+from banking_app.domain import MalformedCommand, parse_command
+from banking_app.domain.commands import Command, read_command_id
+from banking_app.domain.decide import rejection
+from banking_app.outbox import KafkaOutbox, Outbox, Record
+from banking_app.processing import AccountRow, process
+from banking_app.settings import settings
+from banking_app.tables import accounts_table, command_offsets_table
+from banking_app.topics import (
+    OUTPUT_TOPICS,
+    commands_topic,
+    dead_letters_topic,
+    events_topic,
+    partition_for,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _printable(data: bytes | None) -> str | None:
+    """Bytes as text where they are UTF-8, else as base64 prefixed ``base64:``."""
+    if data is None:
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(data).decode()
+
+
+class CommandProcessor:
+    """Turns one record of the commands topic into events, legs and table writes."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    async def handle(self, message: faust.types.Message) -> None:
+        try:
+            data = codec.loads(message.value) if message.value is not None else None
+            command = parse_command(data)
+        except ValueError as exc:  # not JSON at all (orjson.JSONDecodeError)
+            await self.dead_letter(message, exc, data=None)
+            return
+        except MalformedCommand as exc:
+            await self.dead_letter(message, exc, data=data)
+            return
+        if not self.on_own_partition(message, command):
+            await self.reroute(message, command)
+            return
+        await self.apply(message, command)
+
+    def on_own_partition(self, message: faust.types.Message, command: Command) -> bool:
+        """True when the record sits where the account's state lives.
+
+        A producer that keyed the record otherwise (no key, another partitioner) would
+        otherwise split one account's inputs over two partitions, and their order.
+        """
+        key = codec.key(command.account_id)
+        partitions = app.consumer.topic_partitions(message.topic) or settings.partitions
+        return message.key == key and message.partition == partition_for(key, partitions)
+
+    async def reroute(self, message: faust.types.Message, command: Command) -> None:
+        log.info(
+            "re-keying command %s from partition %s to account %s",
+            command.command_id,
+            message.partition,
+            command.account_id,
+        )
+        await self.outbox.publish(
+            [
+                Record(
+                    commands_topic,
+                    codec.key(command.account_id),
+                    message.value,
+                    message.timestamp,
+                )
+            ]
+        )
+
+    async def apply(self, message: faust.types.Message, command: Command) -> None:
+        stored = accounts_table.get(command.account_id)
+        row = AccountRow.from_dict(codec.loads(stored)) if stored is not None else None
+        seen = command_offsets_table.get(command.dedupe_id)
+        result = process(
+            row,
+            command,
+            message.offset,
+            codec.iso_timestamp(message.timestamp),
+            int(seen) if seen is not None else None,
+        )
+        if result.duplicate:
+            log.info("command %s already applied; ignoring the copy", command.dedupe_id)
+            return
+        records = [
+            Record(events_topic, codec.key(event.account_id), codec.dumps(event.to_dict()))
+            for event in result.decision.events
+        ]
+        records += [
+            # The leg keeps the input's timestamp, so a reprocessed input sends an
+            # identical leg and the leg's events get identical ``occurred_at``.
+            Record(
+                commands_topic,
+                codec.key(leg.account_id),
+                codec.dumps(leg.to_dict()),
+                message.timestamp,
+            )
+            for leg in result.decision.legs
+        ]
+        await self.outbox.publish(records)
+        accounts_table[command.account_id] = codec.dumps(result.row.to_dict())
+        command_offsets_table[command.dedupe_id] = str(message.offset).encode()
+
+    async def dead_letter(self, message: faust.types.Message, exc: Exception, data: Any) -> None:
+        reason = "MALFORMED_COMMAND" if isinstance(exc, MalformedCommand) else "INVALID_JSON"
+        entry = {
+            "reason": reason,
+            "detail": str(exc),
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "timestamp": codec.iso_timestamp(message.timestamp),
+            "key": _printable(message.key),
+            "value": _printable(message.value),
+        }
+        log.warning(
+            "dead-lettering %s[%s]@%s: %s", message.topic, message.partition, message.offset, exc
+        )
+        records = [Record(dead_letters_topic, message.key or b"", codec.dumps(entry))]
+        command_id = read_command_id(data)
+        if command_id is not None and isinstance(exc, MalformedCommand):
+            records.append(self._malformed_rejection(message, data, command_id, exc))
+        await self.outbox.publish(records)
+
+    def _malformed_rejection(
+        self,
+        message: faust.types.Message,
+        data: dict[str, Any],
+        command_id: str,
+        exc: MalformedCommand,
+    ) -> Record:
+        account_id = data.get("account_id")
+        account_id = account_id if isinstance(account_id, str) else ""
+        kind = data.get("type") if isinstance(data.get("type"), str) else ""
+        stand_in = _Unparsed(command_id=command_id, account_id=account_id)
+        event = rejection(stand_in, exc, codec.iso_timestamp(message.timestamp))
+        payload = {**event.to_dict(), "command_type": kind, "command": data}
+        return Record(
+            events_topic,
+            codec.key(account_id) if account_id else message.key or b"",
+            codec.dumps(payload),
+        )
+
+
+class _Unparsed(Command):
+    """Stands in for a command that failed to parse, so its rejection has the usual shape."""
+
+    type = "UNPARSED"
+
+
+processor = CommandProcessor(KafkaOutbox(OUTPUT_TOPICS))
+
+
+@app.agent(commands_topic)
+async def process_commands(stream: faust.StreamT[bytes]) -> None:
+    async for event in stream.events():
+        await processor.handle(event.message)

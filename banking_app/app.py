@@ -1,0 +1,27 @@
+"""The Faust application: one app, configured from ``banking_app.settings``."""
+
+from __future__ import annotations
+
+import faust
+
+from banking_app.settings import settings
+
+app = faust.App(
+    "banking-app",
+    broker=settings.broker,
+    store="rocksdb://",
+    datadir=settings.data_dir,
+    web_port=settings.web_port,
+    web_host=settings.web_host,
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication_factor,
+    processing_guarantee=settings.processing_guarantee,
+    broker_rebalance_timeout=settings.rebalance_timeout,
+    broker_session_timeout=max(settings.rebalance_timeout, 10.0),
+    # Every event we emit must be on all in-sync replicas before the state that says
+    # it was emitted is written (docs/at-least-once.md).
+    producer_acks=-1,
+    topic_disable_leader=True,
+    autodiscover=False,
+    origin="banking_app",
+)

@@ -1,0 +1,31 @@
+"""The wire format: plain JSON with UTF-8 keys, readable by any Kafka client.
+
+Keys are always the account id (or command id) as UTF-8 bytes, in producers, tables
+and ``table_route`` alike, so every part hashes a key to the same partition.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def loads(data: bytes | str) -> Any:
+    """Decode JSON; raises ``ValueError`` (orjson.JSONDecodeError) on bad input."""
+    return orjson.loads(data)
+
+
+def key(text: str) -> bytes:
+    return text.encode()
+
+
+def iso_timestamp(seconds: float) -> str:
+    """UTC ISO 8601 with milliseconds, from a Kafka record timestamp (seconds)."""
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,65 @@
+"""Where the command agent's output goes: records that must be acknowledged before the
+state that says they were produced is written.
+
+``KafkaOutbox`` sends through Faust topics and waits for the broker's acks.
+``RecordingOutbox`` keeps them in memory for agent unit tests under
+``agent.test_context()``, where no broker exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import faust
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: faust.TopicT
+    key: bytes
+    value: bytes
+    timestamp: float | None = None
+
+
+class Outbox(Protocol):
+    async def publish(self, records: list[Record]) -> None:
+        """Return once every record is acknowledged by the broker (or raise)."""
+
+
+class KafkaOutbox:
+    def __init__(self, topics: tuple[faust.TopicT, ...]) -> None:
+        self._undeclared = topics
+        self._lock = asyncio.Lock()
+
+    async def _declare(self) -> None:
+        """Create the output topics with our partitions before the first send.
+
+        Faust declares only the topics it consumes; a broker that auto-creates topics
+        on first produce would otherwise pick its own partition count.
+        """
+        async with self._lock:
+            for topic in self._undeclared:
+                await topic.maybe_declare()
+            self._undeclared = ()
+
+    async def publish(self, records: list[Record]) -> None:
+        if self._undeclared:
+            await self._declare()
+        pending = [
+            await record.topic.send(key=record.key, value=record.value, timestamp=record.timestamp)
+            for record in records
+        ]
+        await asyncio.gather(*pending)
+
+
+@dataclass
+class RecordingOutbox:
+    records: list[Record] = field(default_factory=list)
+
+    async def publish(self, records: list[Record]) -> None:
+        self.records.extend(records)
+
+    def on(self, topic: faust.TopicT) -> list[Record]:
+        return [record for record in self.records if record.topic is topic]

@@ -1,0 +1,70 @@
+"""Settings from the environment, with defaults that run on one laptop.
+
+Production differs only by environment: point ``KAFKA_BROKER`` at the cluster, give
+each worker its own ``BANKING_DATA_DIR`` and web port, raise the replication factor.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw.strip() else default
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw.strip() else default
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str
+    web_port: int
+    web_host: str
+    data_dir: str
+    partitions: int
+    replication_factor: int
+    processing_guarantee: str
+    rebalance_timeout: float
+    commands_retention_ms: int
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``kafka://a:9092;kafka://b:9092`` as a plain client wants it: ``a:9092,b:9092``."""
+        hosts = [part.strip() for part in self.broker.replace(",", ";").split(";")]
+        return ",".join(host.removeprefix("kafka://") for host in hosts if host)
+
+
+def load() -> Settings:
+    partitions = _int("BANKING_PARTITIONS", 8)
+    if partitions < 1:
+        raise SystemExit("BANKING_PARTITIONS must be at least 1")
+    guarantee = os.environ.get("BANKING_PROCESSING_GUARANTEE", "at_least_once")
+    if guarantee not in {"at_least_once", "exactly_once"}:
+        raise SystemExit("BANKING_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
+    return Settings(
+        broker=os.environ.get("KAFKA_BROKER", "kafka://localhost:9092"),
+        web_port=_int("BANKING_WEB_PORT", 6066),
+        web_host=os.environ.get("BANKING_WEB_HOST", "localhost"),
+        data_dir=os.environ.get("BANKING_DATA_DIR", "banking-data"),
+        partitions=partitions,
+        replication_factor=_int("BANKING_REPLICATION_FACTOR", 1),
+        processing_guarantee=guarantee,
+        # Faust's 30 s default makes the first group join wait that long on a small
+        # broker; 5 s is plenty for a handful of workers and keeps start-up quick.
+        rebalance_timeout=_float("BANKING_REBALANCE_TIMEOUT", 5.0),
+        commands_retention_ms=_int("BANKING_COMMANDS_RETENTION_MS", 7 * 24 * 3600 * 1000),
+    )
+
+
+settings = load()
