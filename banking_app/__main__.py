@@ -1,3 +1,3 @@
-from banking_app.cli import main
+from banking_app.main import main
 
 main()

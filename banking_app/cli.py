@@ -83,8 +83,8 @@ async def dev(self: object, broker_port: int, web_port: int, worker_loglevel: st
         if worker.returncode is None:
             worker.terminate()
             try:
-                await asyncio.wait_for(worker.wait(), 15)
-            except TimeoutError:
+                await asyncio.shield(asyncio.wait_for(worker.wait(), 15))
+            except (TimeoutError, asyncio.CancelledError):
                 worker.kill()
         embedded.stop(broker)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -101,7 +101,3 @@ async def create_topics(self: object, partitions: int, replication_factor: int) 
     """Create commands, events and commands-dlq with their configs (existing ones are kept)."""
     for line in await admin.create_topics(settings, partitions, replication_factor):
         print(line)
-
-
-def main() -> None:
-    app.main()

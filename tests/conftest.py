@@ -1,0 +1,35 @@
+"""Shared fixtures. Integration fixtures start the real embedded broker and real worker
+subprocesses; nothing Kafka-shaped is mocked."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from support.cluster import Broker, Worker  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    """One embedded Tansu broker for the whole session (memory only, gone afterwards)."""
+    with Broker.start() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def worker(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker subprocess on the session broker, ready (HTTP /health is 200)."""
+    instance = Worker(broker, tmp_path_factory.mktemp("worker"))
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        if os.environ.get("BANKING_TEST_SHOW_LOGS"):
+            print(instance.log_path.read_text())
