@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import AsyncIterator
+from enum import StrEnum
 from typing import Any
 
 import faust
@@ -43,26 +45,35 @@ def _printable(data: bytes | None) -> str | None:
         return "base64:" + base64.b64encode(data).decode()
 
 
+class Handled(StrEnum):
+    """What became of one record of the commands topic."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REROUTED = "rerouted"
+    DEAD_LETTERED = "dead-lettered"
+
+
 class CommandProcessor:
     """Turns one record of the commands topic into events, legs and table writes."""
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
 
-    async def handle(self, message: faust.types.Message) -> None:
+    async def handle(self, message: faust.types.Message) -> Handled:
         try:
             data = codec.loads(message.value) if message.value is not None else None
             command = parse_command(data)
         except ValueError as exc:  # not JSON at all (orjson.JSONDecodeError)
             await self.dead_letter(message, exc, data=None)
-            return
+            return Handled.DEAD_LETTERED
         except MalformedCommand as exc:
             await self.dead_letter(message, exc, data=data)
-            return
+            return Handled.DEAD_LETTERED
         if not self.on_own_partition(message, command):
             await self.reroute(message, command)
-            return
-        await self.apply(message, command)
+            return Handled.REROUTED
+        return await self.apply(message, command)
 
     def on_own_partition(self, message: faust.types.Message, command: Command) -> bool:
         """True when the record sits where the account's state lives.
@@ -92,7 +103,7 @@ class CommandProcessor:
             ]
         )
 
-    async def apply(self, message: faust.types.Message, command: Command) -> None:
+    async def apply(self, message: faust.types.Message, command: Command) -> Handled:
         stored = accounts_table.get(command.account_id)
         row = AccountRow.from_dict(codec.loads(stored)) if stored is not None else None
         seen = command_offsets_table.get(command.dedupe_id)
@@ -105,7 +116,7 @@ class CommandProcessor:
         )
         if result.duplicate:
             log.info("command %s already applied; ignoring the copy", command.dedupe_id)
-            return
+            return Handled.DUPLICATE
         records = [
             Record(events_topic, codec.key(event.account_id), codec.dumps(event.to_dict()))
             for event in result.decision.events
@@ -124,6 +135,7 @@ class CommandProcessor:
         await self.outbox.publish(records)
         accounts_table[command.account_id] = codec.dumps(result.row.to_dict())
         command_offsets_table[command.dedupe_id] = str(message.offset).encode()
+        return Handled.APPLIED
 
     async def dead_letter(self, message: faust.types.Message, exc: Exception, data: Any) -> None:
         reason = "MALFORMED_COMMAND" if isinstance(exc, MalformedCommand) else "INVALID_JSON"
@@ -176,6 +188,6 @@ processor = CommandProcessor(KafkaOutbox(OUTPUT_TOPICS))
 
 
 @app.agent(commands_topic)
-async def process_commands(stream: faust.StreamT[bytes]) -> None:
+async def process_commands(stream: faust.StreamT[bytes]) -> AsyncIterator[Handled]:
     async for event in stream.events():
-        await processor.handle(event.message)
+        yield await processor.handle(event.message)

@@ -9,7 +9,7 @@ from banking_app.settings import settings
 app = faust.App(
     "banking-app",
     broker=settings.broker,
-    store="rocksdb://",
+    store=settings.store,
     datadir=settings.data_dir,
     web_port=settings.web_port,
     web_host=settings.web_host,

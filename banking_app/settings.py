@@ -29,6 +29,7 @@ def _float(name: str, default: float) -> float:
 @dataclass(frozen=True)
 class Settings:
     broker: str
+    store: str
     web_port: int
     web_host: str
     data_dir: str
@@ -54,6 +55,8 @@ def load() -> Settings:
         raise SystemExit("BANKING_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
     return Settings(
         broker=os.environ.get("KAFKA_BROKER", "kafka://localhost:9092"),
+        # memory:// is for the agent unit tests; workers keep tables in RocksDB.
+        store=os.environ.get("BANKING_STORE", "rocksdb://"),
         web_port=_int("BANKING_WEB_PORT", 6066),
         web_host=os.environ.get("BANKING_WEB_HOST", "localhost"),
         data_dir=os.environ.get("BANKING_DATA_DIR", "banking-data"),

@@ -70,14 +70,22 @@ class Worker:
             "KAFKA_BROKER": self.broker.url,
             "BANKING_WEB_PORT": str(self.web_port),
             "BANKING_PARTITIONS": str(self.partitions),
+            "BANKING_STORE": "rocksdb://",
             **self.env,
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 (the subprocess owns it)
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "banking_app",
-                "--datadir", str(self.directory / "data"),
-                "worker", "-l", "info", "--web-port", str(self.web_port),
+                sys.executable,
+                "-m",
+                "banking_app",
+                "--datadir",
+                str(self.directory / "data"),
+                "worker",
+                "-l",
+                "info",
+                "--web-port",
+                str(self.web_port),
             ],
             env=env,
             stdout=log,
@@ -143,7 +151,7 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.producer.stop()
 
-    async def send(self, value: dict[str, Any] | bytes, key: bytes | None | str = "auto") -> None:
+    async def send(self, value: dict[str, Any] | bytes, key: bytes | str | None = "auto") -> None:
         """Produce to ``commands``; by default keyed by the command's account id."""
         if key == "auto":
             assert isinstance(value, dict)
@@ -198,6 +206,6 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float) ->
         partitions = consumer.partitions_for_topic(topic)
         if partitions:
             return partitions
-        await consumer._client.force_metadata_update()  # noqa: SLF001
+        await consumer._client.force_metadata_update()
         await asyncio.sleep(0.2)
     raise TimeoutError(f"topic {topic} does not exist")

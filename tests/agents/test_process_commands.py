@@ -1,0 +1,174 @@
+"""Agent tests with Faust's own harness (``agent.test_context()``, memory tables).
+
+These drive the real agent and tables without a broker; the outbox records what would
+be produced. The same scenarios against a real broker live in tests/integration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from banking_app import agents, codec
+from banking_app.agents import Handled, process_commands
+from banking_app.app import app
+from banking_app.outbox import RecordingOutbox
+from banking_app.processing import AccountRow
+from banking_app.tables import accounts_table
+from banking_app.topics import commands_topic, dead_letters_topic, events_topic, partition_for
+
+
+@pytest.fixture()
+async def harness() -> AsyncIterator[Any]:
+    assert str(app.conf.store).startswith("memory:"), "tests/agents/conftest.py sets it"
+    app.finalize()
+    outbox = RecordingOutbox()
+    previous, agents.processor.outbox = agents.processor.outbox, outbox
+    try:
+        async with process_commands.test_context() as agent:
+            agent.outbox = outbox
+            yield agent
+    finally:
+        agents.processor.outbox = previous
+        accounts_table.data.clear()
+
+
+async def send(agent: Any, value: dict[str, Any] | bytes, key: str | None = None) -> Handled:
+    """Put one record where Kafka would: keyed by the account, on its partition."""
+    if isinstance(value, dict):
+        key = key if key is not None else value["account_id"]
+        value = orjson.dumps(value)
+    key_bytes = codec.key(key) if key is not None else None
+    partition = partition_for(key_bytes, 8) if key_bytes else 0
+    event = await agent.put(value, key=key_bytes, partition=partition)
+    return agent.results[event.message.offset]
+
+
+def events(agent: Any) -> list[dict[str, Any]]:
+    return [orjson.loads(record.value) for record in agent.outbox.on(events_topic)]
+
+
+def balance(account_id: str) -> int:
+    row = AccountRow.from_dict(orjson.loads(accounts_table[account_id]))
+    assert row.account is not None
+    return row.account.balance
+
+
+async def test_a_deposit_is_applied_once_and_its_copy_is_ignored(harness: Any) -> None:
+    create = {
+        "type": "CREATE_ACCOUNT",
+        "command_id": "c1",
+        "account_id": "alice",
+        "owner": "Alice",
+        "currency": "EUR",
+    }
+    deposit = {"type": "DEPOSIT", "command_id": "c2", "account_id": "alice", "amount": 500}
+    assert await send(harness, create) is Handled.APPLIED
+    assert await send(harness, deposit) is Handled.APPLIED
+    assert balance("alice") == 500
+
+    assert await send(harness, deposit) is Handled.DUPLICATE
+    assert balance("alice") == 500
+    assert [e["type"] for e in events(harness)] == ["AccountCreated", "MoneyDeposited"]
+    assert [e["seq"] for e in events(harness)] == [1, 2]
+
+
+async def test_a_rejection_is_an_event_and_changes_nothing(harness: Any) -> None:
+    await send(
+        harness,
+        {
+            "type": "CREATE_ACCOUNT",
+            "command_id": "k1",
+            "account_id": "bob",
+            "owner": "Bob",
+            "currency": "USD",
+            "overdraft_limit": 100,
+        },
+    )
+    await send(
+        harness, {"type": "WITHDRAW", "command_id": "k2", "account_id": "bob", "amount": 101}
+    )
+    assert balance("bob") == 0
+    rejected = events(harness)[-1]
+    assert rejected["type"] == "CommandRejected"
+    assert rejected["reason"] == "INSUFFICIENT_FUNDS"
+    assert "seq" not in rejected
+
+    await send(
+        harness, {"type": "WITHDRAW", "command_id": "k3", "account_id": "bob", "amount": 100}
+    )
+    assert balance("bob") == -100
+    assert events(harness)[-1]["seq"] == 2
+
+
+async def test_a_transfer_sends_its_credit_leg_keyed_by_the_destination(harness: Any) -> None:
+    for account in ("src", "dst"):
+        await send(
+            harness,
+            {
+                "type": "CREATE_ACCOUNT",
+                "command_id": f"open-{account}",
+                "account_id": account,
+                "owner": account,
+                "currency": "EUR",
+            },
+        )
+    await send(harness, {"type": "DEPOSIT", "command_id": "d", "account_id": "src", "amount": 80})
+    await send(
+        harness,
+        {
+            "type": "TRANSFER_MONEY",
+            "command_id": "t",
+            "account_id": "src",
+            "to_account_id": "dst",
+            "amount": 30,
+        },
+    )
+    assert balance("src") == 50
+    [leg] = harness.outbox.on(commands_topic)
+    assert leg.key == b"dst"
+    assert orjson.loads(leg.value)["type"] == "TRANSFER_CREDIT"
+
+    # Deliver the leg as Kafka would, then the settle leg it produces.
+    await send(harness, leg.value, key="dst")
+    assert balance("dst") == 30
+    settle = harness.outbox.on(commands_topic)[-1]
+    assert settle.key == b"src" and orjson.loads(settle.value)["type"] == "TRANSFER_SETTLE"
+    await send(harness, settle.value, key="src")
+    row = AccountRow.from_dict(orjson.loads(accounts_table["src"]))
+    assert row.account is not None and row.account.in_flight == 0
+    kinds = [e["type"] for e in events(harness)]
+    assert kinds[-3:] == ["TransferDebited", "TransferCredited", "TransferSettled"]
+
+
+async def test_bad_input_goes_to_the_dead_letter_topic_with_a_reason(harness: Any) -> None:
+    assert await send(harness, b"{not json", key="x") is Handled.DEAD_LETTERED
+    assert (
+        await send(
+            harness, {"type": "DEPOSIT", "command_id": "m1", "account_id": "x", "amount": 1.5}
+        )
+        is Handled.DEAD_LETTERED
+    )
+    letters = [orjson.loads(r.value) for r in harness.outbox.on(dead_letters_topic)]
+    assert [entry["reason"] for entry in letters] == ["INVALID_JSON", "MALFORMED_COMMAND"]
+    assert letters[0]["value"] == "{not json"
+    [rejected] = events(harness)
+    assert (rejected["command_id"], rejected["reason"]) == ("m1", "MALFORMED_COMMAND")
+
+
+async def test_a_record_off_its_accounts_partition_is_rekeyed_not_applied(harness: Any) -> None:
+    command = {
+        "type": "CREATE_ACCOUNT",
+        "command_id": "r1",
+        "account_id": "carol",
+        "owner": "Carol",
+        "currency": "EUR",
+    }
+    assert await send(harness, orjson.dumps(command), key=None) is Handled.REROUTED
+    assert accounts_table.get("carol") is None
+    [forwarded] = harness.outbox.on(commands_topic)
+    assert forwarded.key == b"carol"
+    assert orjson.loads(forwarded.value) == command
