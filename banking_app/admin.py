@@ -26,13 +26,15 @@ async def create_topics(settings: Settings, partitions: int, replication_factor:
             topic = NewTopic(name, partitions, replication_factor, topic_configs=config)
             try:
                 response = await client.create_topics([topic])
+                codes = {error[1]: error[2] for error in response.topic_errors}
             except TopicAlreadyExistsError:
-                report.append(f"{name}: exists")
-                continue
-            errors = [err for err in getattr(response, "topic_errors", []) if err[1] not in (0, 36)]
-            if errors:
-                raise SystemExit(f"{name}: broker refused: {errors}")
-            report.append(f"{name}: {partitions} partitions, {config}")
+                codes = {TopicAlreadyExistsError.errno: "exists"}
+            if TopicAlreadyExistsError.errno in codes:
+                report.append(f"{name}: exists (kept as it is)")
+            elif set(codes) - {0}:
+                raise SystemExit(f"{name}: the broker refused to create it: {codes}")
+            else:
+                report.append(f"{name}: created, {partitions} partitions, {config}")
     finally:
         await client.close()
     return report

@@ -1,0 +1,29 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## Start an embedded broker and one worker on localhost (Ctrl-C stops both).
+run: install
+	$(BIN)/banking-app dev
+
+## Lint, then the whole test suite (unit, property, agent and broker integration tests).
+test: install lint
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check banking_app tests
+	$(BIN)/ruff format --check banking_app tests
+
+clean:
+	rm -rf $(VENV) banking-data .pytest_cache .hypothesis
