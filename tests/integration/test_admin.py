@@ -1,4 +1,4 @@
-"""`banking-app create-topics` (what kafka-setup/create_topics.sh falls back to) on a real broker."""
+"""`banking-app create-topics`, which kafka-setup/create_topics.sh falls back to."""
 
 from __future__ import annotations
 
