@@ -15,7 +15,7 @@ from typing import Any
 
 import faust
 
-from banking_app import codec
+from banking_app import codec, metrics
 from banking_app.app import app
 from banking_app.domain import MalformedCommand, parse_command
 from banking_app.domain.commands import Command, read_command_id
@@ -116,6 +116,7 @@ class CommandProcessor:
         )
         if result.duplicate:
             log.info("command %s already applied; ignoring the copy", command.dedupe_id)
+            metrics.duplicates_total.labels(command.type).inc()
             return Handled.DUPLICATE
         records = [
             Record(events_topic, codec.key(event.account_id), codec.dumps(event.to_dict()))
@@ -135,6 +136,7 @@ class CommandProcessor:
         await self.outbox.publish(records)
         accounts_table[command.account_id] = codec.dumps(result.row.to_dict())
         command_offsets_table[command.dedupe_id] = str(message.offset).encode()
+        metrics.count_command(command.type, result.decision.events)
         return Handled.APPLIED
 
     async def dead_letter(self, message: faust.types.Message, exc: Exception, data: Any) -> None:

@@ -5,8 +5,17 @@ from __future__ import annotations
 import faust
 
 from banking_app.settings import settings
+from banking_app.transport import Transport
 
-app = faust.App(
+
+class BankApp(faust.App):
+    """Faust's App on our transport (see ``banking_app.transport``)."""
+
+    def _new_transport(self) -> Transport:
+        return Transport(self.conf.broker_consumer, self)
+
+
+app = BankApp(
     "banking-app",
     broker=settings.broker,
     store=settings.store,

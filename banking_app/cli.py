@@ -17,7 +17,8 @@ from faust.cli import option
 
 from banking_app import admin, embedded
 from banking_app import agents as _agents  # noqa: F401  (registers the agent)
-from banking_app import views as _views  # noqa: F401  (registers the web views)
+from banking_app import projections as _projections  # noqa: F401  (registers the agents)
+from banking_app import web as _web  # noqa: F401  (registers the web views)
 from banking_app.app import app
 from banking_app.settings import settings
 

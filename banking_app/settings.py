@@ -38,6 +38,9 @@ class Settings:
     processing_guarantee: str
     rebalance_timeout: float
     commands_retention_ms: int
+    api_token: str
+    fetch_max_wait_ms: int
+    api_token_reads: bool
 
     @property
     def bootstrap_servers(self) -> str:
@@ -67,6 +70,9 @@ def load() -> Settings:
         # broker; 5 s is plenty for a handful of workers and keeps start-up quick.
         rebalance_timeout=_float("BANKING_REBALANCE_TIMEOUT", 5.0),
         commands_retention_ms=_int("BANKING_COMMANDS_RETENTION_MS", 7 * 24 * 3600 * 1000),
+        api_token=os.environ.get("BANKING_API_TOKEN", ""),
+        fetch_max_wait_ms=_int("BANKING_FETCH_MAX_WAIT_MS", 50),
+        api_token_reads=os.environ.get("BANKING_API_TOKEN_READS", "") in {"1", "true", "yes"},
     )
 
 

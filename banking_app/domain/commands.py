@@ -15,7 +15,8 @@ from banking_app.domain.errors import MalformedCommand
 
 MAX_AMOUNT = 10**15
 MAX_ID_LENGTH = 128
-COMMAND_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
+# Safe in a URL path segment unescaped, so /commands/{command_id} always routes.
+COMMAND_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~:@+=-]{0,127}$")
 ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")  # safe in URL paths
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 MAX_OWNER_LENGTH = 200

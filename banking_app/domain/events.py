@@ -176,7 +176,7 @@ def upcast(data: dict[str, Any]) -> dict[str, Any]:
 
 def event_from_dict(data: dict[str, Any]) -> Event:
     """Read an event from its JSON form (any schema version); raises on unknown types."""
-    data = upcast(data)
+    data = {"seq": None, **upcast(data)}  # written only by events that carry one
     cls = EVENT_TYPES[data["type"]]
     names = cls.__dataclass_fields__
     return cls(**{k: v for k, v in data.items() if k in names and k != "type"})

@@ -1,0 +1,73 @@
+"""Prometheus metrics of this worker process (served by ``GET /metrics``).
+
+prometheus_client does the text format and histogram buckets; each worker reports its
+own process, and Prometheus sums across workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from banking_app.domain.events import CommandRejected, Event
+
+registry = CollectorRegistry()
+commands_total = Counter(
+    "banking_commands_total",
+    "Commands and saga legs applied, by type",
+    ["type"],
+    registry=registry,
+)
+duplicates_total = Counter(
+    "banking_duplicate_commands_total",
+    "Copies of already applied commands ignored, by type",
+    ["type"],
+    registry=registry,
+)
+dead_letters_total = Counter(
+    "banking_dead_letters_total",
+    "Records sent to commands-dlq, by reason",
+    ["reason"],
+    registry=registry,
+)
+events_total = Counter(
+    "banking_events_total",
+    "Events emitted by the command side, by type",
+    ["type"],
+    registry=registry,
+)
+rejections_total = Counter(
+    "banking_rejections_total", "Commands rejected, by reason", ["reason"], registry=registry
+)
+projected_total = Counter(
+    "banking_projected_events_total",
+    "Events folded into the read model, by projection",
+    ["projection"],
+    registry=registry,
+)
+http_latency = Histogram(
+    "banking_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route", "status"],
+    registry=registry,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+lag = Gauge(
+    "banking_consumer_lag",
+    "Records on a partition not yet processed (highwater - position)",
+    ["topic", "partition"],
+    registry=registry,
+)
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    http_latency.labels(method.upper(), route or "other", str(status)).observe(seconds)
+
+
+def count_command(kind: str, events: Sequence[Event]) -> None:
+    commands_total.labels(kind).inc()
+    for event in events:
+        events_total.labels(event.type).inc()
+        if isinstance(event, CommandRejected):
+            rejections_total.labels(event.reason).inc()

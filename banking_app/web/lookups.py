@@ -1,0 +1,80 @@
+"""Read a read-model key wherever it lives: locally, or from the worker that owns it.
+
+Used by ``?wait=true``, which must see the outcome and the accounts it touched before it
+answers, on whichever workers hold them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from urllib.parse import quote
+
+import faust
+
+from banking_app import codec, read_model
+from banking_app.app import app
+from banking_app.projections import account_views_table, command_outcomes_table
+from banking_app.settings import settings
+from banking_app.web.problems import Problem
+
+POLL_SECONDS = 0.01
+
+
+def _ident(url: Any) -> tuple[str, int]:
+    return (str(url.host), int(url.port or 80))
+
+
+async def lookup(table: faust.Table, key: str, path: str) -> dict[str, Any] | None:
+    """The stored value of ``key`` (as the API shows it), or None when there is none yet."""
+    try:
+        owner = app.router.key_store(table.name, key)
+    except KeyError:
+        raise Problem(503, "the read model is not assigned to any worker yet") from None
+    if _ident(owner) == _ident(app.conf.canonical_url):
+        stored = table.get(key)
+        return codec.loads(stored) if stored is not None else None
+    headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+    async with app.http_client.get(owner.with_path(path), headers=headers) as response:
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise Problem(503, f"worker {owner} answered {response.status}")
+        return await response.json(content_type=None)  # type: ignore[no-any-return]
+
+
+async def outcome(command_id: str) -> dict[str, Any] | None:
+    return await lookup(command_outcomes_table, command_id, f"/commands/{quote(command_id)}")
+
+
+async def account(account_id: str) -> dict[str, Any] | None:
+    found = await lookup(account_views_table, account_id, f"/accounts/{quote(account_id)}")
+    return read_model.public_view(found) if found is not None else None
+
+
+async def wait_for_outcome(command_id: str, timeout: float) -> dict[str, Any] | None:
+    """The command's terminal outcome once every account it touched shows it, or None.
+
+    The outcome and the account views are projected by different agents, possibly on
+    different workers; waiting for both is what makes a following GET read its write.
+    """
+    deadline = time.monotonic() + timeout
+    found = None
+    while time.monotonic() < deadline:
+        found = await outcome(command_id)
+        if found is not None and found["status"] != "pending":
+            break
+        await asyncio.sleep(POLL_SECONDS)
+    else:
+        return None
+    for event in found["events"]:
+        seq = event.get("seq")
+        while seq is not None:
+            view = await account(event["account_id"])
+            if view is not None and view["version"] >= seq:
+                break
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(POLL_SECONDS)
+    return found
