@@ -50,9 +50,11 @@ async def submit(view: ApiView, request: Request, command: Command, **extra: Any
     if outcome is None:
         return view.json({**body, "status": "pending"}, status=202, headers=headers)
     if outcome["status"] == "rejected":
+        details = [event["detail"] for event in outcome["events"] if "detail" in event]
+        explained = f" ({details[0]})" if details else ""
         raise Problem(
             422,
-            f"{command.type} was rejected: {outcome['reason']}",
+            f"{command.type} was rejected: {outcome['reason']}{explained}",
             slug=outcome["reason"].lower().replace("_", "-"),
             **body,
             reason=outcome["reason"],
