@@ -1,0 +1,108 @@
+"""`banking-app dev` and the operator commands, as a newcomer runs them: real processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from banking_app.embedded import free_port
+
+pytestmark = pytest.mark.kafka
+BANKING_APP = [sys.executable, "-m", "banking_app"]
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_healthy(url: str, process: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "dev exited early"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError("dev never became healthy")
+
+
+def cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*BANKING_APP, *args, "--url", url], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_dev_runs_broker_and_worker_and_operator_commands_work(tmp_path: Path) -> None:
+    broker_port, web_port = free_port(), free_port()
+    url = f"http://localhost:{web_port}"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    env.pop("KAFKA_HOME", None)
+    dev = subprocess.Popen(
+        [*BANKING_APP, "dev", "--broker-port", str(broker_port), "--web-port", str(web_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_healthy(url, dev)
+        account = f"acct-{uuid.uuid4().hex[:8]}"
+
+        opened = cli(
+            "open-account", "--owner", "Dana", "--currency", "EUR", "--account-id", account, url=url
+        )
+        assert opened.returncode == 0, opened.stdout + opened.stderr
+        assert "accepted: command" in opened.stdout and account in opened.stdout
+
+        deposited = cli("deposit", account, "1250", url=url)
+        assert deposited.returncode == 0
+        assert (
+            "MoneyDeposited" in deposited.stdout and "balance after 1_250 EUR" in deposited.stdout
+        )
+
+        refused = cli("withdraw", account, "5000", url=url)
+        assert refused.returncode == 3
+        assert "rejected: INSUFFICIENT_FUNDS" in refused.stdout
+
+        invalid = cli("open-account", "--owner", "Eve", "--currency", "eur", url=url)
+        assert invalid.returncode == 1
+        assert "error 400" in invalid.stdout and "currency" in invalid.stdout
+
+        shown = cli("show", account, url=url)
+        assert shown.returncode == 0
+        assert re.search(r"balance\s+1_250 EUR", shown.stdout)
+        assert re.search(r"version\s+2\b", shown.stdout)
+
+        history = cli("history", account, "--all", "--limit", "1", url=url)
+        assert history.returncode == 0
+        lines = [line.split() for line in history.stdout.splitlines()[1:]]
+        assert [(line[0], line[2]) for line in lines] == [
+            ("2", "MoneyDeposited"),
+            ("1", "AccountCreated"),
+        ]
+
+        missing = cli("show", "no-such-account", url=url)
+        assert missing.returncode == 1 and "error 404" in missing.stdout
+    finally:
+        dev.send_signal(signal.SIGINT)
+        out, _ = dev.communicate(timeout=60)
+    assert dev.returncode == 0
+    assert "stopped broker and worker; dev state removed" in out
+    data_dir = re.search(r"data: (\S+)", out)
+    assert data_dir is not None
+    assert not Path(data_dir.group(1)).parent.exists(), "dev state outlived the broker"
+    assert not listening(broker_port) and not listening(web_port)
