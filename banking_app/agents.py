@@ -23,7 +23,7 @@ from banking_app.domain.decide import rejection
 from banking_app.outbox import KafkaOutbox, Outbox, Record
 from banking_app.processing import AccountRow, process
 from banking_app.settings import settings
-from banking_app.tables import accounts_table, command_offsets_table
+from banking_app.tables import accounts_table, command_offsets_table, get_json, put_json
 from banking_app.topics import (
     OUTPUT_TOPICS,
     commands_topic,
@@ -104,15 +104,15 @@ class CommandProcessor:
         )
 
     async def apply(self, message: faust.types.Message, command: Command) -> Handled:
-        stored = accounts_table.get(command.account_id)
-        row = AccountRow.from_dict(codec.loads(stored)) if stored is not None else None
-        seen = command_offsets_table.get(command.dedupe_id)
+        stored = get_json(accounts_table, command.account_id)
+        row = AccountRow.from_dict(stored) if stored is not None else None
+        seen = get_json(command_offsets_table, command.dedupe_id)
         result = process(
             row,
             command,
             message.offset,
             codec.iso_timestamp(message.timestamp),
-            int(seen) if seen is not None else None,
+            seen,
         )
         if result.duplicate:
             log.info("command %s already applied; ignoring the copy", command.dedupe_id)
@@ -134,8 +134,8 @@ class CommandProcessor:
             for leg in result.decision.legs
         ]
         await self.outbox.publish(records)
-        accounts_table[command.account_id] = codec.dumps(result.row.to_dict())
-        command_offsets_table[command.dedupe_id] = str(message.offset).encode()
+        put_json(accounts_table, command.account_id, result.row.to_dict())
+        put_json(command_offsets_table, command.dedupe_id, message.offset)
         metrics.count_command(command.type, result.decision.events)
         return Handled.APPLIED
 

@@ -20,9 +20,10 @@ from typing import Any
 
 from faust.cli import AppCommand, argument, option
 
-from banking_app import admin, embedded, operator
+from banking_app import admin, embedded, operator, rebuild
 from banking_app import agents as _agents  # noqa: F401  (registers the agent)
 from banking_app import projections as _projections  # noqa: F401  (registers the agents)
+from banking_app import replay as audit
 from banking_app import web as _web  # noqa: F401  (registers the web views)
 from banking_app.app import app
 from banking_app.client import BankClient
@@ -301,3 +302,40 @@ async def history(self: object, url: str, account_id: str, limit: int, everythin
 async def outcome(self: object, url: str, command_id: str) -> int:
     """Show what became of a command, with the events it produced."""
     return operator.report_outcome(await BankClient(url).outcome(command_id))
+
+
+@app.command(
+    option(
+        "--verify",
+        is_flag=True,
+        help="Also compare the fold with the command side's table and the read model.",
+    ),
+    base=StandaloneCommand,
+)
+async def replay(self: object, verify: bool) -> int:
+    """Fold the events topic from the beginning and audit the books (exit 1 on problems)."""
+    from banking_app.projections import account_views_table
+    from banking_app.tables import accounts_table
+
+    bootstrap = settings.bootstrap_servers
+    with audit.spill_store() as seen:
+        report = await audit.replay(bootstrap, seen)
+        if verify:
+            rows = await audit.latest_values(
+                bootstrap, accounts_table.changelog_topic.get_topic_name()
+            )
+            views = await audit.latest_values(
+                bootstrap, account_views_table.changelog_topic.get_topic_name()
+            )
+            report.differences = audit.compare(report.ledger, rows, views)
+        print(report.render())
+        return 1 if report.problems else 0
+
+
+@app.command(base=StandaloneCommand)
+async def rebuild_projections(self: object) -> int:
+    """With the workers stopped, rebuild the read model from the events topic alone."""
+    for step in await rebuild.rebuild(settings.bootstrap_servers):
+        print(step)
+    print("start the workers: they load the rebuilt read model from its changelogs")
+    return 0

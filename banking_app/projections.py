@@ -10,39 +10,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import faust
 
 from banking_app import codec, metrics, read_model
 from banking_app.app import app
 from banking_app.domain import Event, event_from_dict
-from banking_app.settings import settings
+from banking_app.tables import get_json, new_table, put_json
 from banking_app.topics import events_topic
 
 log = logging.getLogger(__name__)
 
-account_views_table = app.Table(
-    "account-views",
-    default=None,
-    key_type=str,
-    value_type=bytes,
-    partitions=settings.partitions,
-)
-transactions_table = app.Table(
-    "transactions",
-    default=None,
-    key_type=str,
-    value_type=bytes,
-    partitions=settings.partitions,
-)
-command_outcomes_table = app.Table(
-    "command-outcomes",
-    default=None,
-    key_type=str,
-    value_type=bytes,
-    partitions=settings.partitions,
-)
+account_views_table = new_table("account-views")
+transactions_table = new_table("transactions")
+command_outcomes_table = new_table("command-outcomes")
 
 
 def read_event(value: bytes) -> Event | None:
@@ -54,24 +35,17 @@ def read_event(value: bytes) -> Event | None:
         return None
 
 
-def load(table: faust.Table, key: str) -> dict[str, Any] | None:
-    stored = table.get(key)
-    return codec.loads(stored) if stored is not None else None
-
-
 def project_account(event: Event) -> bool:
     """Fold one event into its account's view and history; False when it changed nothing."""
-    view = load(account_views_table, event.account_id)
+    view = get_json(account_views_table, event.account_id)
     updated = read_model.apply_to_view(view, event)
     if updated is view or updated is None:
         return False
     item = read_model.history_item(event)
     if item is not None:
         # History first: once the view shows version n, lines 1..n are all readable.
-        transactions_table[read_model.history_key(event.account_id, item["seq"])] = codec.dumps(
-            item
-        )
-    account_views_table[event.account_id] = codec.dumps(updated)
+        put_json(transactions_table, read_model.history_key(event.account_id, item["seq"]), item)
+    put_json(account_views_table, event.account_id, updated)
     return True
 
 
@@ -97,7 +71,9 @@ async def project_outcomes(stream: faust.StreamT[bytes]) -> AsyncIterator[str]:
         if event is None or not event.command_id:
             yield "skipped"
             continue
-        outcome = read_model.apply_to_outcome(load(command_outcomes_table, event.command_id), event)
-        command_outcomes_table[event.command_id] = codec.dumps(outcome)
+        outcome = read_model.apply_to_outcome(
+            get_json(command_outcomes_table, event.command_id), event
+        )
+        put_json(command_outcomes_table, event.command_id, outcome)
         metrics.projected_total.labels("outcomes").inc()
         yield outcome["status"]

@@ -10,20 +10,36 @@ the partitions of ``commands``.
 
 from __future__ import annotations
 
+from typing import Any
+
+import faust
+
+from banking_app import codec
 from banking_app.app import app
 from banking_app.settings import settings
 
-accounts_table = app.Table(
-    "accounts",
-    default=None,
-    key_type=str,
-    value_type=bytes,
-    partitions=settings.partitions,
-)
-command_offsets_table = app.Table(
-    "command-offsets",
-    default=None,
-    key_type=str,
-    value_type=bytes,
-    partitions=settings.partitions,
-)
+
+def new_table(name: str) -> faust.Table:
+    """A RocksDB table of JSON values whose keys are raw UTF-8 bytes.
+
+    ``key_type=bytes`` makes Faust write the changelog key as the raw bytes (its
+    default for ``str`` is JSON, with quotes), so the changelog partition, the
+    partition ``table_route`` computes from a URL segment, and the partition of the
+    topic the table is fed from all hash the same bytes.
+    """
+    return app.Table(
+        name, default=None, key_type=bytes, value_type=bytes, partitions=settings.partitions
+    )
+
+
+def get_json(table: faust.Table, key: str) -> Any:
+    stored = table.get(codec.key(key))
+    return codec.loads(stored) if stored is not None else None
+
+
+def put_json(table: faust.Table, key: str, value: Any) -> None:
+    table[codec.key(key)] = codec.dumps(value)
+
+
+accounts_table = new_table("accounts")
+command_offsets_table = new_table("command-offsets")

@@ -13,10 +13,11 @@ from urllib.parse import quote
 
 import faust
 
-from banking_app import codec, read_model
+from banking_app import read_model
 from banking_app.app import app
 from banking_app.projections import account_views_table, command_outcomes_table
 from banking_app.settings import settings
+from banking_app.tables import get_json
 from banking_app.web.problems import Problem
 
 POLL_SECONDS = 0.01
@@ -33,8 +34,7 @@ async def lookup(table: faust.Table, key: str, path: str) -> dict[str, Any] | No
     except KeyError:
         raise Problem(503, "the read model is not assigned to any worker yet") from None
     if _ident(owner) == _ident(app.conf.canonical_url):
-        stored = table.get(key)
-        return codec.loads(stored) if stored is not None else None
+        return get_json(table, key)  # type: ignore[no-any-return]
     headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
     async with app.http_client.get(owner.with_path(path), headers=headers) as response:
         if response.status == 404:

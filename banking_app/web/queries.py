@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from faust.web import Request, Response
 
-from banking_app import codec, read_model
+from banking_app import read_model
 from banking_app.app import app
 from banking_app.projections import (
     account_views_table,
     command_outcomes_table,
-    load,
     transactions_table,
 )
+from banking_app.tables import get_json
 from banking_app.web import validation
 from banking_app.web.base import ApiView
 from banking_app.web.problems import not_found
@@ -29,7 +29,7 @@ class Account(ApiView):
 
     @app.table_route(table=account_views_table, match_info="account_id")
     async def get(self, request: Request, account_id: str) -> Response:
-        view = load(account_views_table, account_id)
+        view = get_json(account_views_table, account_id)
         if view is None:
             raise not_found(f"no account {account_id!r}")
         return self.json(read_model.public_view(view))
@@ -43,7 +43,7 @@ class Transactions(ApiView):
     async def get(self, request: Request, account_id: str) -> Response:
         limit = validation.int_query(request, "limit", 50, 1, MAX_PAGE)
         before_seq = validation.int_query(request, "before_seq", 2**53, 1, 2**53)
-        view = load(account_views_table, account_id)
+        view = get_json(account_views_table, account_id)
         if view is None:
             raise not_found(f"no account {account_id!r}")
         newest = min(before_seq - 1, view["version"])
@@ -51,9 +51,9 @@ class Transactions(ApiView):
         items = []
         # seq is gapless, so a page is ``limit`` point lookups, however long the history.
         for seq in range(newest, oldest - 1, -1):
-            stored = transactions_table.get(read_model.history_key(account_id, seq))
-            if stored is not None:
-                items.append(codec.loads(stored))
+            item = get_json(transactions_table, read_model.history_key(account_id, seq))
+            if item is not None:
+                items.append(item)
         return self.json(
             {
                 "account_id": account_id,
@@ -69,7 +69,7 @@ class CommandOutcome(ApiView):
 
     @app.table_route(table=command_outcomes_table, match_info="command_id")
     async def get(self, request: Request, command_id: str) -> Response:
-        outcome = load(command_outcomes_table, command_id)
+        outcome = get_json(command_outcomes_table, command_id)
         if outcome is None:
             raise not_found(f"no outcome for command {command_id!r} (yet)")
         return self.json(outcome)
