@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support.cluster import Broker, Worker  # noqa: E402
+from support.cluster import Broker, Worker
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from banking_app.agents import Handled, process_commands
 from banking_app.app import app
 from banking_app.outbox import RecordingOutbox
 from banking_app.processing import AccountRow
-from banking_app.tables import accounts_table
+from banking_app.tables import accounts_table, get_json
 from banking_app.topics import commands_topic, dead_letters_topic, events_topic, partition_for
 
 
@@ -52,7 +52,7 @@ def events(agent: Any) -> list[dict[str, Any]]:
 
 
 def balance(account_id: str) -> int:
-    row = AccountRow.from_dict(orjson.loads(accounts_table[account_id]))
+    row = AccountRow.from_dict(get_json(accounts_table, account_id))
     assert row.account is not None
     return row.account.balance
 
@@ -138,7 +138,7 @@ async def test_a_transfer_sends_its_credit_leg_keyed_by_the_destination(harness:
     settle = harness.outbox.on(commands_topic)[-1]
     assert settle.key == b"src" and orjson.loads(settle.value)["type"] == "TRANSFER_SETTLE"
     await send(harness, settle.value, key="src")
-    row = AccountRow.from_dict(orjson.loads(accounts_table["src"]))
+    row = AccountRow.from_dict(get_json(accounts_table, "src"))
     assert row.account is not None and row.account.in_flight == 0
     kinds = [e["type"] for e in events(harness)]
     assert kinds[-3:] == ["TransferDebited", "TransferCredited", "TransferSettled"]
@@ -168,7 +168,7 @@ async def test_a_record_off_its_accounts_partition_is_rekeyed_not_applied(harnes
         "currency": "EUR",
     }
     assert await send(harness, orjson.dumps(command), key=None) is Handled.REROUTED
-    assert accounts_table.get("carol") is None
+    assert get_json(accounts_table, "carol") is None
     [forwarded] = harness.outbox.on(commands_topic)
     assert forwarded.key == b"carol"
     assert orjson.loads(forwarded.value) == command
