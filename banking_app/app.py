@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import faust
 
+from banking_app.broker_wait import wait_for_broker
 from banking_app.settings import settings
 from banking_app.transport import Transport
 
 
 class BankApp(faust.App):
-    """Faust's App on our transport (see ``banking_app.transport``)."""
+    """Faust's App on our transport (see ``banking_app.transport``), which waits for its
+    broker instead of exiting when it is not there yet."""
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
+
+    async def on_first_start(self) -> None:
+        await wait_for_broker(settings.bootstrap_servers)
+        await super().on_first_start()
 
 
 app = BankApp(

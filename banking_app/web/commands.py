@@ -7,6 +7,7 @@ the command id, so a retried request is applied once and answers the same outcom
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -20,22 +21,32 @@ from banking_app.web import lookups, validation
 from banking_app.web.base import ApiView
 from banking_app.web.problems import Problem
 
-SEND_TIMEOUT_SECONDS = 30.0
+#: How long a POST waits for the broker to acknowledge the command before answering 503.
+SEND_TIMEOUT_SECONDS = 10.0
 
 
 async def send(command: Command) -> None:
-    """Put the command on ``commands`` keyed by its account, and wait for the broker's ack."""
-    try:
+    """Put the command on ``commands`` keyed by its account, and wait for the broker's ack.
+
+    Without an ack in time the answer is 503: the command may still arrive later, which
+    is why the client should retry with the same Idempotency-Key (applied once either way).
+    """
+
+    async def produce() -> None:
         pending = await commands_topic.send(
             key=codec.key(command.account_id), value=codec.dumps(command.to_dict())
         )
         await pending
-    except KafkaError as exc:
+
+    try:
+        await asyncio.wait_for(produce(), SEND_TIMEOUT_SECONDS)
+    except (KafkaError, TimeoutError) as exc:
         raise Problem(
             503,
-            f"the command could not be written to Kafka ({exc}); retry with the same "
-            "Idempotency-Key",
+            f"Kafka did not acknowledge the command ({str(exc) or 'timed out'}); retry with the "
+            "same Idempotency-Key",
             slug="broker-unavailable",
+            command_id=command.command_id,
         ) from None
 
 
