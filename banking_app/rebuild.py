@@ -32,7 +32,8 @@ from banking_app.projections import (
 from banking_app.replay import read_topic, spill_store
 
 READ_MODEL_TABLES = (account_views_table, transactions_table, command_outcomes_table)
-STALE = "stale/"  # spill-store prefix: changelog keys the fold has not (yet) rewritten
+# Spill-store prefixes: changelog keys not (yet) rewritten, and the fold's final values.
+STALE, VIEW, OUTCOME = "stale/", "view/", "outcome/"
 
 
 def discard(store: MutableMapping[str, bytes], key: str) -> None:
@@ -42,7 +43,13 @@ def discard(store: MutableMapping[str, bytes], key: str) -> None:
 
 
 class Refold:
-    """Folds events into read-model changelog records, as the projection agents do."""
+    """Folds events into read-model changelog records, as the projection agents do.
+
+    Views and outcomes are written once each, with their final value, after the whole
+    fold: fewer records, and no batch that repeats a key (the embedded broker miscounts
+    a partition's end offset for such a batch, which would cut the workers' recovery
+    short).
+    """
 
     def __init__(self, producer: AIOKafkaProducer, store: MutableMapping[str, bytes]) -> None:
         self.producer, self.store = producer, store
@@ -65,12 +72,52 @@ class Refold:
         if len(self.pending) >= 5000:
             await self.flush()
 
+    async def flush(self) -> None:
+        await asyncio.gather(*self.pending)
+        self.pending.clear()
+
     async def remember_existing(self, record: ConsumerRecord) -> None:
         key = f"{STALE}{record.topic}/{record.key.decode()}"
         if record.value is None:
             discard(self.store, key)
         else:
             self.store[key] = str(record.partition).encode()
+
+    async def __call__(self, record: ConsumerRecord) -> None:
+        """Fold one event: history lines are written now (each key once), the rest kept."""
+        try:
+            event = event_from_dict(codec.loads(record.value))
+        except (ValueError, KeyError, TypeError):
+            return  # replay reports unreadable records; the projection skips them too
+        self.events += 1
+        view_key = f"{VIEW}{event.account_id}"
+        kept = self._get(view_key)
+        view = kept["view"] if kept else None
+        updated = read_model.apply_to_view(view, event)
+        if updated is not view and updated is not None:
+            item = read_model.history_item(event)
+            if item is not None:
+                key = read_model.history_key(event.account_id, item["seq"])
+                await self._write(transactions_table, key, item, record.partition)
+            self.store[view_key] = codec.dumps({"partition": record.partition, "view": updated})
+        if event.command_id:
+            outcome_key = f"{OUTCOME}{event.command_id}"
+            outcome = read_model.apply_to_outcome(self._get(outcome_key), event)
+            self.store[outcome_key] = codec.dumps(outcome)
+
+    async def write_final_values(self) -> None:
+        for key, value in list(self.store.items()):
+            if key.startswith(VIEW):
+                kept = codec.loads(value)
+                await self._write(
+                    account_views_table, key.removeprefix(VIEW), kept["view"], kept["partition"]
+                )
+            elif key.startswith(OUTCOME):
+                # Keyed by command id, partitioned as Faust's group_by partitions it.
+                await self._write(
+                    command_outcomes_table, key.removeprefix(OUTCOME), codec.loads(value), None
+                )
+        await self.flush()
 
     async def tombstone_stale(self) -> int:
         stale = [(key, int(value)) for key, value in self.store.items() if key.startswith(STALE)]
@@ -79,37 +126,6 @@ class Refold:
             await self.send(topic, table_key, None, partition)
         await self.flush()
         return len(stale)
-
-    async def flush(self) -> None:
-        await asyncio.gather(*self.pending)
-        self.pending.clear()
-
-    async def __call__(self, record: ConsumerRecord) -> None:
-        try:
-            event = event_from_dict(codec.loads(record.value))
-        except (ValueError, KeyError, TypeError):
-            return  # replay reports unreadable records; the projection skips them too
-        self.events += 1
-        view_key = f"view/{event.account_id}"
-        view = self._get(view_key)
-        updated = read_model.apply_to_view(view, event)
-        if updated is not view and updated is not None:
-            item = read_model.history_item(event)
-            if item is not None:
-                await self._write(
-                    transactions_table,
-                    read_model.history_key(event.account_id, item["seq"]),
-                    item,
-                    record.partition,
-                )
-            self.store[view_key] = codec.dumps(updated)
-            await self._write(account_views_table, event.account_id, updated, record.partition)
-        if event.command_id:
-            outcome_key = f"outcome/{event.command_id}"
-            outcome = read_model.apply_to_outcome(self._get(outcome_key), event)
-            self.store[outcome_key] = codec.dumps(outcome)
-            # Keyed by command id, partitioned as Faust's group_by partitions it.
-            await self._write(command_outcomes_table, event.command_id, outcome, None)
 
 
 async def rebuild(bootstrap: str) -> list[str]:
@@ -122,7 +138,7 @@ async def rebuild(bootstrap: str) -> list[str]:
                 topic = table.changelog_topic.get_topic_name()
                 await read_topic(bootstrap, topic, refold.remember_existing, topic)
             await read_topic(bootstrap, "events", refold, "events")
-            await refold.flush()
+            await refold.write_final_values()
             stale = await refold.tombstone_stale()
     finally:
         await producer.stop()
