@@ -14,6 +14,8 @@ from typing import Protocol
 
 import faust
 
+from banking_app.app import app
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -26,6 +28,9 @@ class Record:
 class Outbox(Protocol):
     async def publish(self, records: list[Record]) -> None:
         """Return once every record is acknowledged by the broker (or raise)."""
+
+    async def flush(self) -> None:
+        """Return once everything produced so far, table changelogs included, is acked."""
 
 
 class KafkaOutbox:
@@ -53,6 +58,9 @@ class KafkaOutbox:
         ]
         await asyncio.gather(*pending)
 
+    async def flush(self) -> None:
+        await app.producer.flush()
+
 
 @dataclass
 class RecordingOutbox:
@@ -60,6 +68,9 @@ class RecordingOutbox:
 
     async def publish(self, records: list[Record]) -> None:
         self.records.extend(records)
+
+    async def flush(self) -> None:
+        pass
 
     def on(self, topic: faust.TopicT) -> list[Record]:
         return [record for record in self.records if record.topic is topic]

@@ -40,6 +40,8 @@ class Settings:
     commands_retention_ms: int
     api_token: str
     fetch_max_wait_ms: int
+    batch_size: int
+    batch_window: float
     api_token_reads: bool
 
     @property
@@ -72,6 +74,9 @@ def load() -> Settings:
         commands_retention_ms=_int("BANKING_COMMANDS_RETENTION_MS", 7 * 24 * 3600 * 1000),
         api_token=os.environ.get("BANKING_API_TOKEN", ""),
         fetch_max_wait_ms=_int("BANKING_FETCH_MAX_WAIT_MS", 50),
+        # Agents take up to this many records at a time, waiting at most this long.
+        batch_size=_int("BANKING_BATCH_SIZE", 500),
+        batch_window=_float("BANKING_BATCH_WINDOW", 0.01),
         api_token_reads=os.environ.get("BANKING_API_TOKEN_READS", "") in {"1", "true", "yes"},
     )
 

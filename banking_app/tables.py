@@ -10,9 +10,14 @@ the partitions of ``commands``.
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faust
+from faust.streams import _current_event  # no public setter; see acting_as
+from faust.types import EventT
 
 from banking_app import codec
 from banking_app.app import app
@@ -30,6 +35,22 @@ def new_table(name: str) -> faust.Table:
     return app.Table(
         name, default=None, key_type=bytes, value_type=bytes, partitions=settings.partitions
     )
+
+
+@contextmanager
+def acting_as(event: EventT) -> Iterator[None]:
+    """Read and write tables as if ``event`` were the stream's current event.
+
+    Faust picks a table key's partition (its RocksDB file and its changelog partition)
+    from the current event, which it sets only while a stream iterates one event at a
+    time; a batch from ``take_events`` has none. The agents write each key under the
+    record it came from, exactly as the one-at-a-time path would.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def get_json(table: faust.Table, key: str) -> Any:

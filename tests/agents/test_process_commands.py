@@ -44,7 +44,8 @@ async def send(agent: Any, value: dict[str, Any] | bytes, key: str | None = None
     key_bytes = codec.key(key) if key is not None else None
     partition = partition_for(key_bytes, 8) if key_bytes else 0
     event = await agent.put(value, key=key_bytes, partition=partition)
-    return agent.results[event.message.offset]
+    [handled] = agent.results[event.message.offset]  # one record, so a take of one
+    return handled
 
 
 def events(agent: Any) -> list[dict[str, Any]]:
@@ -172,3 +173,32 @@ async def test_a_record_off_its_accounts_partition_is_rekeyed_not_applied(harnes
     [forwarded] = harness.outbox.on(commands_topic)
     assert forwarded.key == b"carol"
     assert orjson.loads(forwarded.value) == command
+
+
+async def test_one_take_with_a_copy_inside_applies_each_command_once(harness: Any) -> None:
+    """Several records decided in one take share the row they touch, as if one by one."""
+    records = [
+        {
+            "type": "CREATE_ACCOUNT",
+            "command_id": "b1",
+            "account_id": "dora",
+            "owner": "Dora",
+            "currency": "EUR",
+        },
+        {"type": "DEPOSIT", "command_id": "b2", "account_id": "dora", "amount": 40},
+        {"type": "DEPOSIT", "command_id": "b2", "account_id": "dora", "amount": 40},
+        {"type": "WITHDRAW", "command_id": "b3", "account_id": "dora", "amount": 15},
+    ]
+    partition = partition_for(b"dora", 8)
+    async with harness.new_value_processed:
+        for record in records:
+            await harness.put(orjson.dumps(record), key=b"dora", partition=partition, wait=False)
+        await harness.new_value_processed.wait()
+    [handled] = harness.results.values()
+    assert handled == [Handled.APPLIED, Handled.APPLIED, Handled.DUPLICATE, Handled.APPLIED]
+    assert balance("dora") == 25
+    assert [(e["type"], e["seq"]) for e in events(harness)] == [
+        ("AccountCreated", 1),
+        ("MoneyDeposited", 2),
+        ("MoneyWithdrawn", 3),
+    ]
