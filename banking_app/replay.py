@@ -24,6 +24,7 @@ from banking_app import codec
 from banking_app.domain import event_from_dict
 from banking_app.domain.accounts import Account
 from banking_app.domain.ledger import Ledger
+from banking_app.offsets import true_end_offsets
 from banking_app.processing import AccountRow
 
 #: The account fields the read model keeps, compared with the fold by ``--verify``.
@@ -89,7 +90,7 @@ async def read_topic(
         if not tps:
             return 0
         consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
+        ends = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
         starts = await consumer.beginning_offsets(tps)
         progress = Progress(label or topic, sum(ends[tp] - starts[tp] for tp in tps))
         await consumer.seek_to_beginning(*tps)

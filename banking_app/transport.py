@@ -1,4 +1,9 @@
-"""Faust's aiokafka transport with one setting Faust does not expose: the fetch wait.
+"""Faust's aiokafka transport with one setting Faust does not expose, and one fix.
+
+The fix: table recovery gets true end offsets (``banking_app.offsets``), which the
+embedded broker under-reports.
+
+The setting: the fetch wait.
 
 Faust fixes the consumer's ``fetch_max_wait_ms`` at 1500. A broker that does not end a
 long poll when data arrives (the embedded Tansu does not) then holds every hop of the
@@ -8,10 +13,13 @@ as data is there, so a shorter wait costs it only a few idle fetches per second.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
 
+from banking_app.offsets import true_end_offsets
 from banking_app.settings import settings
 
 
@@ -20,6 +28,11 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms  # read when it starts
         return consumer
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """End offsets as recovery needs them: the true ends (see banking_app.offsets)."""
+        reported = await super().highwaters(*partitions)
+        return await true_end_offsets(settings.bootstrap_servers, reported)
 
 
 class Consumer(driver.Consumer):

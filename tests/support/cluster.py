@@ -1,136 +1,18 @@
-"""The embedded broker and worker subprocesses, as the tests drive them."""
+"""The embedded broker and worker subprocesses, and a plain Kafka client, for the tests."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from banking_app import embedded
+from banking_app.local_cluster import READY_TIMEOUT, Broker, Worker
 
-READY_TIMEOUT = 90.0  # generous: CI machines are slow; the benchmark measures readiness
-
-
-@dataclass
-class Broker:
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"kafka://localhost:{self.port}"
-
-    @property
-    def bootstrap(self) -> str:
-        return f"localhost:{self.port}"
-
-    @classmethod
-    @contextlib.contextmanager
-    def start(cls) -> Iterator[Broker]:
-        port = embedded.free_port()
-        process = embedded.start_tansu(port)
-        try:
-            yield cls(port, process)
-        finally:
-            embedded.stop(process)
-
-
-@dataclass
-class Worker:
-    broker: Broker
-    directory: Path
-    web_port: int = field(default_factory=embedded.free_port)
-    partitions: int = 8
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / "worker.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://localhost:{self.web_port}"
-
-    def start(self, wait: bool = True) -> None:
-        env = {
-            **os.environ,
-            "KAFKA_BROKER": self.broker.url,
-            "BANKING_WEB_PORT": str(self.web_port),
-            "BANKING_PARTITIONS": str(self.partitions),
-            "BANKING_STORE": "rocksdb://",
-            **self.env,
-        }
-        log = open(self.log_path, "ab")  # noqa: SIM115 (the subprocess owns it)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "banking_app",
-                "--datadir",
-                str(self.directory / "data"),
-                "worker",
-                "-l",
-                "info",
-                "--web-port",
-                str(self.web_port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log_tail()}")
-            if self.health() == 200:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"worker not ready after {timeout} s:\n{self.log_tail()}")
-
-    def health(self) -> int | None:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as error:
-            return int(error.code)
-        except OSError:
-            return None
-
-    def log_tail(self, lines: int = 60) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
+__all__ = ["READY_TIMEOUT", "Broker", "Client", "Worker", "command"]
 
 
 def command(kind: str, command_id: str, account_id: str, **fields: Any) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The project's benchmark: the bank against its own baselines, measured in one run."""

@@ -1,0 +1,67 @@
+"""``python -m bench`` (or ``make bench``): the benchmark of record.
+
+Starts the embedded broker and a worker, then measures in one run, so every figure is
+comparable: deposits/s and transfers/s end to end (first send until the read model shows
+the last outcome), query latency under the deposit load, the two baselines, and growth
+with the number of accounts. Prints a table and writes docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from bench.report import write_report
+from bench.scenarios import Config, run_all
+
+
+def parse(argv: list[str]) -> Config:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke test that runs in under a minute"
+    )
+    parser.add_argument("--accounts", type=int, default=None)
+    parser.add_argument("--deposits", type=int, default=None)
+    parser.add_argument("--transfers", type=int, default=None)
+    parser.add_argument("--query-rate", type=float, default=500.0)
+    parser.add_argument(
+        "--growth",
+        default=None,
+        help="comma-separated account counts (default 1000,100000,1000000)",
+    )
+    parser.add_argument("--growth-deposits", type=int, default=None)
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="markdown report to write (default docs/BENCHMARKS.md; '-' none)",
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    config = Config(
+        quick=quick,
+        accounts=args.accounts or (200 if quick else 10_000),
+        deposits=args.deposits or (2_000 if quick else 50_000),
+        transfers=args.transfers or (1_000 if quick else 20_000),
+        query_rate=args.query_rate,
+        growth=[
+            int(n)
+            for n in (args.growth or ("300" if quick else "1000,100000,1000000")).split(",")
+            if n
+        ],
+        growth_deposits=args.growth_deposits or (500 if quick else 20_000),
+    )
+    config.output = args.output or ("-" if quick else "docs/BENCHMARKS.md")
+    return config
+
+
+def main(argv: list[str]) -> int:
+    config = parse(argv)
+    results = asyncio.run(run_all(config))
+    text = write_report(config, results)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

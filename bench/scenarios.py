@@ -1,0 +1,330 @@
+"""The measured scenarios. Every rate is end to end: from the first command sent until the
+effect the user cares about is visible (the read model, or the baseline's output)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from banking_app.local_cluster import Broker, Worker
+from bench.kafka import Watcher, count_reached, create_topics, produce, versions_reached
+
+VIEWS = "banking-app-account-views-changelog"
+PARTITIONS = 8
+TIMEOUT = 1800.0
+PREFIX = "acct-"
+
+
+@dataclass
+class Config:
+    quick: bool
+    accounts: int
+    deposits: int
+    transfers: int
+    query_rate: float
+    growth: list[int]
+    growth_deposits: int
+    output: str = "-"
+    seed: int = 7
+
+
+@dataclass
+class Bank:
+    """One broker and one worker, plus what the benchmark knows of each account's version."""
+
+    broker: Broker
+    worker: Worker
+    versions: dict[str, int] = field(default_factory=dict)
+
+    async def send_and_wait(
+        self, records: list[tuple[str, dict[str, Any]]], bumps: dict[str, int]
+    ) -> float:
+        """Send commands; seconds until the read model shows every expected version."""
+        for account, count in bumps.items():
+            self.versions[account] = self.versions.get(account, 0) + count
+        expected = {account: self.versions[account] for account in bumps}
+        watcher = Watcher(self.broker.bootstrap, VIEWS, versions_reached(expected))
+        await watcher.start()
+        started = await produce(
+            self.broker.bootstrap,
+            "commands",
+            [(account.encode(), orjson.dumps(body)) for account, body in records],
+        )
+        return await watcher.wait(TIMEOUT) - started
+
+
+def account(index: int) -> str:
+    return f"{PREFIX}{index:07d}"
+
+
+async def open_accounts(bank: Bank, count: int, run: str) -> float:
+    records = [
+        (
+            account(i),
+            {
+                "type": "CREATE_ACCOUNT",
+                "command_id": f"{run}-open-{i}",
+                "account_id": account(i),
+                "owner": f"owner {i}",
+                "currency": "EUR",
+                # a generous overdraft: no transfer is refused, so every one counts
+                "overdraft_limit": 10**12,
+            },
+        )
+        for i in range(count)
+    ]
+    seconds = await bank.send_and_wait(records, {a: 1 for a, _ in records})
+    return count / seconds
+
+
+async def deposits(bank: Bank, accounts: int, n: int, run: str, rng: random.Random) -> float:
+    records, bumps = [], {}
+    for i in range(n):
+        target = account(rng.randrange(accounts))
+        records.append(
+            (
+                target,
+                {
+                    "type": "DEPOSIT",
+                    "command_id": f"{run}-dep-{i}",
+                    "account_id": target,
+                    "amount": rng.randint(100, 10_000),
+                },
+            )
+        )
+        bumps[target] = bumps.get(target, 0) + 1
+    return n / await bank.send_and_wait(records, bumps)
+
+
+async def transfers(bank: Bank, accounts: int, n: int, run: str, rng: random.Random) -> float:
+    records, bumps = [], {}
+    for i in range(n):
+        source, target = rng.sample(range(accounts), 2)
+        src, dst = account(source), account(target)
+        records.append(
+            (
+                src,
+                {
+                    "type": "TRANSFER_MONEY",
+                    "command_id": f"{run}-tr-{i}",
+                    "account_id": src,
+                    "to_account_id": dst,
+                    "amount": 1,
+                },
+            )
+        )
+        bumps[src] = bumps.get(src, 0) + 1  # TransferDebited
+        bumps[dst] = bumps.get(dst, 0) + 1  # TransferCredited: the transfer's outcome
+    return n / await bank.send_and_wait(records, bumps)
+
+
+class QueryLoad:
+    """``bench/queries.py`` in its own process, for the duration of a ``with`` block."""
+
+    def __init__(self, url: str, rate: float, accounts: int) -> None:
+        self.args = [sys.executable, "-m", "bench.queries", url, str(rate), str(accounts), PREFIX]
+        self.result: dict[str, Any] = {}
+
+    def __enter__(self) -> QueryLoad:
+        self.process = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=60)
+        self.result = json.loads(out)
+
+    def summary(self) -> dict[str, float]:
+        latencies = sorted(self.result["latencies"])
+        if not latencies:
+            return {"requests": 0, "errors": self.result["errors"]}
+        return {
+            "requests": len(latencies),
+            "errors": self.result["errors"],
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "max_ms": 1000 * latencies[-1],
+        }
+
+
+def start_bank(broker: Broker, directory: Path) -> Bank:
+    worker = Worker(broker, directory, partitions=PARTITIONS, env={"BANKING_STORE": "rocksdb://"})
+    worker.directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    worker.start()
+    bank = Bank(broker, worker)
+    bank.ready_seconds = time.perf_counter() - started  # type: ignore[attr-defined]
+    return bank
+
+
+async def raw_baseline(broker: Broker, n: int) -> float:
+    """Baseline (a): aiokafka consume → produce one event per command, no state."""
+    await create_topics(broker.bootstrap, ["raw-commands", "raw-events"], PARTITIONS)
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "bench.raw_loop", broker.bootstrap, "raw-commands", "raw-events"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert loop.stdout is not None
+        loop.stdout.readline()  # "ready"
+        await asyncio.sleep(3)  # let its consumer group settle
+        return n / await _timed(broker, "raw-commands", "raw-events", n)
+    finally:
+        loop.terminate()
+        loop.wait(30)
+
+
+async def naive_baseline(broker: Broker, n: int, directory: Path) -> float:
+    """Baseline (b): a Faust agent doing ``table[account] += amount`` and one send."""
+    await create_topics(broker.bootstrap, ["naive-commands", "naive-events"], PARTITIONS)
+    env = {
+        **os.environ,
+        "KAFKA_BROKER": broker.url,
+        "BENCH_DATADIR": str(directory),
+        "BENCH_WEB_PORT": str(_free_port()),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bench.naive_app", "worker", "-l", "warn"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await _timed(broker, "naive-commands", "naive-events", 1)  # warm up: group joined
+        return n / await _timed(broker, "naive-commands", "naive-events", n)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+async def _timed(broker: Broker, source: str, target: str, n: int) -> float:
+    watcher = Watcher(broker.bootstrap, target, count_reached(n))
+    await watcher.start()
+    records = [
+        (
+            account(i % 1000).encode(),
+            orjson.dumps(
+                {
+                    "type": "DEPOSIT",
+                    "command_id": f"b-{i}",
+                    "account_id": account(i % 1000),
+                    "amount": 1,
+                }
+            ),
+        )
+        for i in range(n)
+    ]
+    started = await produce(broker.bootstrap, source, records)
+    return await watcher.wait(TIMEOUT) - started
+
+
+def _free_port() -> int:
+    from banking_app.embedded import free_port
+
+    return free_port()
+
+
+def health_seconds(worker: Worker) -> float:
+    started = time.perf_counter()
+    worker.wait_ready(TIMEOUT)
+    return time.perf_counter() - started
+
+
+async def growth(config: Config, size: int, root: Path, rng: random.Random) -> dict[str, Any]:
+    with Broker.start() as broker:
+        bank = start_bank(broker, root / f"growth-{size}")
+        try:
+            opened = await open_accounts(bank, size, f"g{size}")
+            with QueryLoad(bank.worker.url, config.query_rate, size) as load:
+                rate = await deposits(bank, size, config.growth_deposits, f"g{size}", rng)
+            rss = bank.worker.peak_rss_mib()
+            bank.worker.stop()
+            # Recovery: a new worker with an empty data dir rebuilds every table from
+            # its changelog; a restart on the same dir reads only what it lacks.
+            fresh = Worker(broker, root / f"growth-{size}-fresh", partitions=PARTITIONS)
+            fresh.directory.mkdir(parents=True)
+            fresh.start(wait=False)
+            from_changelogs = health_seconds(fresh)
+            fresh_rss = fresh.peak_rss_mib()
+            fresh.stop()
+            bank.worker.start(wait=False)
+            same_dir = health_seconds(bank.worker)
+        finally:
+            bank.worker.stop()
+    return {
+        "accounts": size,
+        "open_per_s": opened,
+        "deposits_per_s": rate,
+        "queries": load.summary(),
+        "recovery_fresh_s": from_changelogs,
+        "restart_same_dir_s": same_dir,
+        "peak_rss_mib": rss,
+        "recovered_rss_mib": fresh_rss,
+    }
+
+
+async def run_all(config: Config) -> dict[str, Any]:
+    rng = random.Random(config.seed)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="banking-bench-") as tmp:
+        root = Path(tmp)
+        with Broker.start() as broker:
+            bank = start_bank(broker, root / "main")
+            try:
+                results["ready_s"] = bank.ready_seconds  # type: ignore[attr-defined]
+                results["open_per_s"] = await open_accounts(bank, config.accounts, "m")
+                with QueryLoad(bank.worker.url, config.query_rate, config.accounts) as load:
+                    results["deposits_per_s"] = await deposits(
+                        bank, config.accounts, config.deposits, "m", rng
+                    )
+                results["queries"] = load.summary()
+                results["transfers_per_s"] = await transfers(
+                    bank, config.accounts, config.transfers, "m", rng
+                )
+                results["peak_rss_mib"] = bank.worker.peak_rss_mib()
+                results["verify"] = _verify(broker)
+            finally:
+                bank.worker.stop()
+            results["raw_per_s"] = await raw_baseline(broker, config.deposits)
+            results["naive_per_s"] = await naive_baseline(broker, config.deposits, root / "naive")
+        results["growth"] = [await growth(config, size, root, rng) for size in config.growth]
+    return results
+
+
+def _verify(broker: Broker, attempts: int = 5) -> str:
+    """The books after the load: ``replay --verify`` must find nothing wrong.
+
+    Settle legs may still be on their way when the last credit is visible, so a
+    difference is given a few seconds to disappear before it is reported.
+    """
+    env = {**os.environ, "KAFKA_BROKER": broker.url}
+    for _ in range(attempts):
+        done = subprocess.run(
+            [sys.executable, "-m", "banking_app", "replay", "--verify"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        if done.returncode == 0:
+            break
+        time.sleep(2)
+    problems = [line for line in done.stdout.splitlines() if line.startswith("problems")]
+    return f"exit {done.returncode} ({problems[0].split()[-1] if problems else '?'} problems)"
