@@ -28,7 +28,10 @@ def machine() -> str:
         mem = f"{int(memory) / 1024 / 1024:.0f} GiB"
     except (OSError, StopIteration):
         mem = "?"
-    return f"{os.cpu_count()} cores ({cpu}), {mem} RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem} RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def _q(stats: dict[str, Any]) -> str:
