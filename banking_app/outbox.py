@@ -52,11 +52,22 @@ class KafkaOutbox:
     async def publish(self, records: list[Record]) -> None:
         if self._undeclared:
             await self._declare()
+        # Straight to Faust's producer: the topics carry raw bytes, so Topic.send's
+        # serialisation and bookkeeping per record would buy nothing.
+        send = app.producer.send
         pending = [
-            await record.topic.send(key=record.key, value=record.value, timestamp=record.timestamp)
+            await send(
+                record.topic.get_topic_name(),
+                record.key,
+                record.value,
+                None,
+                record.timestamp,
+                None,
+            )
             for record in records
         ]
-        await asyncio.gather(*pending)
+        if pending:
+            await asyncio.gather(*pending)
 
     async def flush(self) -> None:
         await app.producer.flush()

@@ -1,9 +1,10 @@
 """The query side: projection agents that fold the ``events`` topic into read tables.
 
 They read events only, never the command side's tables (CQRS), so the read model can be
-dropped and rebuilt from the log. ``account-views`` and ``transactions`` are keyed by
-account, as ``events`` is; ``command-outcomes`` is keyed by command id, so its agent
-repartitions the events by command id first (Faust's ``group_by``).
+rebuilt from the log. ``account-views`` and ``transactions`` are keyed by account, as
+``events`` is; ``command-outcomes`` is keyed by command id, so the outcome events are
+first re-keyed by command id onto ``command-outcome-events`` (a repartition, as Faust's
+``group_by`` would do, folded into the pass that already reads every event).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from faust.types import EventT
 from banking_app import codec, metrics, read_model
 from banking_app.app import app
 from banking_app.domain import Event, event_from_dict
+from banking_app.domain.events import EVENT_TYPES
+from banking_app.outbox import KafkaOutbox, Record
 from banking_app.settings import settings
 from banking_app.tables import acting_as, get_json, new_table, put_json
-from banking_app.topics import events_topic
+from banking_app.topics import OUTPUT_TOPICS, events_topic, outcome_events_topic
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +52,16 @@ class AccountProjection:
         self.views: dict[str, tuple[dict[str, Any] | None, EventT]] = {}
         self.changed: set[str] = set()
         self.lines: list[tuple[str, dict[str, Any], EventT]] = []
+        self.outcome_records: list[Record] = []
 
     def fold(self, record: EventT) -> bool:
         event = read_event(record.message.value)
         if event is None:
             return False
+        if event.command_id and event.type in OUTCOME_TYPES:
+            self.outcome_records.append(
+                Record(outcome_events_topic, codec.key(event.command_id), record.message.value)
+            )
         if event.account_id in self.views:
             view = self.views[event.account_id][0]
         else:
@@ -79,26 +87,32 @@ class AccountProjection:
                 put_json(account_views_table, account_id, view)
 
 
-def command_key(value: bytes) -> bytes:
-    event = read_event(value)
-    return codec.key(event.command_id if event else "")
+#: Events that say something about their command's outcome (TransferSettled does not).
+OUTCOME_TYPES = frozenset(EVENT_TYPES) - {"TransferSettled"}
+outbox = KafkaOutbox(OUTPUT_TOPICS)
 
 
 @app.agent(events_topic)
 async def project_accounts(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
+    """Fold events into account views and histories, and re-key outcome events by command.
+
+    The re-keyed copies are published (and acknowledged) before the views are written, so
+    a crash between the two re-sends them, which the outcome fold ignores (event ids).
+    """
     async for records in stream.take_events(settings.batch_size, within=settings.batch_window):
         projection = AccountProjection()
         changed = sum(projection.fold(record) for record in records)
+        await outbox.publish(projection.outcome_records)
         projection.write()
-        await app.producer.flush()  # one produce batch per take (README: broker quirks)
+        await outbox.flush()  # one produce batch per take (README: broker quirks)
         metrics.projected_total.labels("accounts").inc(changed)
         yield changed
 
 
-@app.agent(events_topic)
+@app.agent(outcome_events_topic)
 async def project_outcomes(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
-    by_command = stream.group_by(command_key, name="by-command")
-    async for records in by_command.take_events(settings.batch_size, within=settings.batch_window):
+    """Fold each command's events into its outcome, on the partition of its command id."""
+    async for records in stream.take_events(settings.batch_size, within=settings.batch_window):
         outcomes: dict[str, tuple[dict[str, Any], EventT]] = {}
         for record in records:
             event = read_event(record.message.value)
@@ -113,6 +127,6 @@ async def project_outcomes(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
         for command_id, (outcome, record) in outcomes.items():
             with acting_as(record):
                 put_json(command_outcomes_table, command_id, outcome)
-        await app.producer.flush()
+        await outbox.flush()
         metrics.projected_total.labels("outcomes").inc(len(outcomes))
         yield len(outcomes)

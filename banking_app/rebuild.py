@@ -113,7 +113,7 @@ class Refold:
                     account_views_table, key.removeprefix(VIEW), kept["view"], kept["partition"]
                 )
             elif key.startswith(OUTCOME):
-                # Keyed by command id, partitioned as Faust's group_by partitions it.
+                # Keyed by command id: the partition the outcome agent writes it to.
                 await self._write(
                     command_outcomes_table, key.removeprefix(OUTCOME), codec.loads(value), None
                 )

@@ -45,7 +45,18 @@ dead_letters_topic = app.topic(
     config={"retention.ms": "-1"},
     internal=True,
 )
-OUTPUT_TOPICS = (events_topic, dead_letters_topic, commands_topic)
+#: The events that make up command outcomes, re-keyed by command id, so that the
+#: command-outcomes table (and so ``GET /commands/{id}``) is partitioned by command id.
+outcome_events_topic = app.topic(
+    "command-outcome-events",
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.partitions,
+    internal=True,
+)
+OUTPUT_TOPICS = (events_topic, dead_letters_topic, commands_topic, outcome_events_topic)
 
 
 def partition_for(key: bytes, partitions: int) -> int:
