@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,13 @@ run: install
 test: install lint
 	$(BIN)/python -m pytest -q
 
+## The benchmark of record: writes docs/BENCHMARKS.md (takes a while; not part of test).
+bench: install
+	$(BIN)/python -m bench
+
 lint: install
-	$(BIN)/ruff check banking_app tests
-	$(BIN)/ruff format --check banking_app tests
+	$(BIN)/ruff check banking_app tests bench
+	$(BIN)/ruff format --check banking_app tests bench
 
 clean:
 	rm -rf $(VENV) banking-data .pytest_cache .hypothesis
