@@ -20,7 +20,7 @@ from faust.types import EventT
 from banking_app import codec, metrics
 from banking_app.app import app
 from banking_app.domain import MalformedCommand, parse_command
-from banking_app.domain.commands import Command, read_command_id
+from banking_app.domain.commands import ACCOUNT_ID_RE, Command, read_command_id
 from banking_app.domain.decide import Decision, rejection
 from banking_app.outbox import KafkaOutbox, Outbox, Record
 from banking_app.processing import AccountRow, process
@@ -114,33 +114,61 @@ class CommandProcessor:
             batch.records += self.dead_letter(message, exc, data=None)
             return Handled.DEAD_LETTERED
         except MalformedCommand as exc:
-            batch.records += self.dead_letter(message, exc, data=data)
-            return Handled.DEAD_LETTERED
-        if not self.on_own_partition(message, command):
-            batch.records.append(self.reroute(message, command))
+            return self.malformed(batch, event, exc, data)
+        if not self.on_own_partition(message, command.account_id):
+            batch.records.append(self.reroute(message, command.command_id, command.account_id))
             return Handled.REROUTED
         return self.apply(batch, event, command)
 
-    def on_own_partition(self, message: faust.types.Message, command: Command) -> bool:
+    def malformed(self, batch: Batch, event: EventT, exc: MalformedCommand, data: Any) -> Handled:
+        """Dead-letter it; and when it names a command id, that id has had its outcome.
+
+        The id is recorded like an applied command's, on the account's partition when the
+        account can be read, so a corrected retry under the same id, or a copy, is a
+        duplicate: the first outcome (MALFORMED_COMMAND) stands, as for any command.
+        """
+        message = event.message
+        account_id = data.get("account_id") if isinstance(data, dict) else None
+        if (
+            exc.command_id is not None
+            and isinstance(account_id, str)
+            and ACCOUNT_ID_RE.match(account_id)
+            and not self.on_own_partition(message, account_id)
+        ):
+            batch.records.append(self.reroute(message, exc.command_id, account_id))
+            return Handled.REROUTED
+        seen = self.seen_at(batch, event, exc.command_id) if exc.command_id else None
+        duplicate = seen is not None and seen != message.offset
+        batch.records += self.dead_letter(message, exc, data=None if duplicate else data)
+        if exc.command_id is not None and not duplicate:
+            batch.offsets[exc.command_id] = (message.offset, event)
+        return Handled.DUPLICATE if duplicate else Handled.DEAD_LETTERED
+
+    def seen_at(self, batch: Batch, event: EventT, dedupe_id: str) -> int | None:
+        """The offset at which an input id was applied, if it was."""
+        if dedupe_id in batch.offsets:
+            return batch.offsets[dedupe_id][0]
+        with acting_as(event):
+            return get_json(command_offsets_table, dedupe_id)  # type: ignore[no-any-return]
+
+    def on_own_partition(self, message: faust.types.Message, account_id: str) -> bool:
         """True when the record sits where the account's state lives.
 
         A producer that keyed the record otherwise (no key, another partitioner) would
         otherwise split one account's inputs over two partitions, and their order.
         """
-        key = codec.key(command.account_id)
+        key = codec.key(account_id)
         partitions = app.consumer.topic_partitions(message.topic) or settings.partitions
         return message.key == key and message.partition == partition_for(key, partitions)
 
-    def reroute(self, message: faust.types.Message, command: Command) -> Record:
+    def reroute(self, message: faust.types.Message, command_id: str, account_id: str) -> Record:
         log.info(
             "re-keying command %s from partition %s to account %s",
-            command.command_id,
+            command_id,
             message.partition,
-            command.account_id,
+            account_id,
         )
-        return Record(
-            commands_topic, codec.key(command.account_id), message.value, message.timestamp
-        )
+        return Record(commands_topic, codec.key(account_id), message.value, message.timestamp)
 
     def apply(self, batch: Batch, event: EventT, command: Command) -> Handled:
         message = event.message
@@ -150,11 +178,7 @@ class CommandProcessor:
             with acting_as(event):
                 stored = get_json(accounts_table, command.account_id)
             row = AccountRow.from_dict(stored) if stored is not None else None
-        if command.dedupe_id in batch.offsets:
-            seen: int | None = batch.offsets[command.dedupe_id][0]
-        else:
-            with acting_as(event):
-                seen = get_json(command_offsets_table, command.dedupe_id)
+        seen = self.seen_at(batch, event, command.dedupe_id)
         result = process(row, command, message.offset, codec.iso_timestamp(message.timestamp), seen)
         if result.duplicate:
             log.info("command %s already applied; ignoring the copy", command.dedupe_id)
