@@ -132,7 +132,7 @@ class CommandProcessor:
         if (
             exc.command_id is not None
             and isinstance(account_id, str)
-            and ACCOUNT_ID_RE.match(account_id)
+            and ACCOUNT_ID_RE.fullmatch(account_id)
             and not self.on_own_partition(message, account_id)
         ):
             batch.records.append(self.reroute(message, exc.command_id, account_id))
@@ -180,6 +180,8 @@ class CommandProcessor:
             row = AccountRow.from_dict(stored) if stored is not None else None
         seen = self.seen_at(batch, event, command.dedupe_id)
         result = process(row, command, message.offset, codec.iso_timestamp(message.timestamp), seen)
+        if result.record_offset:
+            batch.offsets[command.dedupe_id] = (message.offset, event)
         if result.duplicate:
             log.info("command %s already applied; ignoring the copy", command.dedupe_id)
             metrics.duplicates_total.labels(command.type).inc()

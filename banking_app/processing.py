@@ -53,6 +53,10 @@ class Result:
     decision: Decision
     row: AccountRow
     duplicate: bool = False
+    #: A redelivered input the row has applied but the command-id table has not recorded
+    #: (the worker died between the two writes): record it now, or a copy arriving after
+    #: the row's window of recent ids would be applied again.
+    record_offset: bool = False
 
 
 def is_duplicate(row: AccountRow, command: Command, offset: int, seen_at: int | None) -> bool:
@@ -72,7 +76,8 @@ def process(
 ) -> Result:
     row = row or AccountRow()
     if is_duplicate(row, command, offset, seen_at):
-        return Result(Decision(), row, duplicate=True)
+        unrecorded = seen_at is None and offset <= row.last_offset
+        return Result(Decision(), row, duplicate=True, record_offset=unrecorded)
     decision = decide(row.account, command, occurred_at)
     account = row.account
     for event in decision.events:

@@ -145,7 +145,7 @@ def _string(
     data: dict[str, Any], name: str, pattern: re.Pattern[str], command_id: str | None
 ) -> str:
     value = _field(data, name, command_id)
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise MalformedCommand(f"field {name!r} must match {pattern.pattern}", command_id)
     return value
 
@@ -174,7 +174,7 @@ def read_command_id(data: Any) -> str | None:
     """The command id of an input, if one can be read even though the rest is bad."""
     if isinstance(data, dict):
         value = data.get("command_id")
-        if isinstance(value, str) and COMMAND_ID_RE.match(value):
+        if isinstance(value, str) and COMMAND_ID_RE.fullmatch(value):
             return value
     return None
 

@@ -47,7 +47,7 @@ def command_id(request: Request) -> str:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return str(uuid.uuid4())
-    if not COMMAND_ID_RE.match(key):
+    if not COMMAND_ID_RE.fullmatch(key):
         raise bad_request(f"Idempotency-Key must match {COMMAND_ID_RE.pattern}")
     return key
 
@@ -58,7 +58,7 @@ def new_account_id(request: Request) -> str:
 
 
 def account_id(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not ACCOUNT_ID_RE.match(value):
+    if not isinstance(value, str) or not ACCOUNT_ID_RE.fullmatch(value):
         raise bad_request(f"{field} must match {ACCOUNT_ID_RE.pattern}")
     return value
 
