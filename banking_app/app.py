@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
 from banking_app.broker_wait import wait_for_broker
@@ -15,6 +17,11 @@ class BankApp(faust.App):
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
+
+    def on_webserver_init(self, web: Any) -> None:
+        from banking_app.web.problems import problem_errors
+
+        web.web_app.middlewares.append(problem_errors)
 
     async def on_first_start(self) -> None:
         await wait_for_broker(settings.bootstrap_servers)

@@ -24,9 +24,14 @@ AMOUNT = {
     "type": "integer",
     "minimum": 1,
     "maximum": MAX_AMOUNT,
-    "description": "Minor units (cents).",
+    "description": "Minor units (cents), written as a JSON integer: 100, not 100.0.",
 }
-VERSION = {"type": "integer", "minimum": 0}
+VERSION = {
+    "type": ["integer", "null"],
+    "minimum": 0,
+    "maximum": 2**63 - 1,
+    "description": "The account's version must equal this, or VERSION_CONFLICT.",
+}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -151,7 +156,11 @@ SPEC: dict[str, Any] = {
                     "account_id": ACCOUNT_ID,
                     "owner": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"},
                     "currency": {"type": "string", "pattern": CURRENCY_RE.pattern},
-                    "overdraft_limit": {"type": "integer", "minimum": 0, "maximum": MAX_AMOUNT},
+                    "overdraft_limit": {
+                        "type": ["integer", "null"],
+                        "minimum": 0,
+                        "maximum": MAX_AMOUNT,
+                    },
                     "expected_version": VERSION,
                 },
                 ["owner", "currency"],

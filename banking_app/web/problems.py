@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
 from faust.web import Response, View
 
 PROBLEM_JSON = "application/problem+json"
@@ -13,6 +14,7 @@ TITLES = {
     401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
+    413: "Content Too Large",
     422: "Unprocessable Content",
     500: "Internal Server Error",
     503: "Service Unavailable",
@@ -42,6 +44,26 @@ class Problem(Exception):
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
         return view.json(
             self.body(), status=self.status, content_type=PROBLEM_JSON, headers=headers
+        )
+
+
+@web.middleware
+async def problem_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The router's own errors (unknown path, method not allowed) as problem documents too."""
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        body = {
+            "type": "about:blank",
+            "title": TITLES.get(exc.status, exc.reason),
+            "status": exc.status,
+            "detail": f"{request.method} {request.path}: {exc.reason}",
+        }
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return web.json_response(
+            body, status=exc.status, content_type=PROBLEM_JSON, headers=headers
         )
 
 
