@@ -63,8 +63,11 @@ def is_duplicate(row: AccountRow, command: Command, offset: int, seen_at: int | 
     """True when this input, or an earlier copy of it, was already applied to the row.
 
     ``seen_at`` is the offset at which the command-id table recorded this input, if it
-    did. Seen at the same offset but not in the row means the worker died between the
-    two writes: the input must be applied again (it re-emits identical events).
+    did. Seen at the same offset but not in the row means the row's changelog record was
+    lost while the id's was kept (a recovery from changelogs cut short): the input must be
+    applied again (it re-emits identical events). The opposite (row written, id not, the
+    worker having died between the two writes) is caught by ``last_offset``, and
+    ``Result.record_offset`` finishes the interrupted write.
     """
     if offset <= row.last_offset or command.dedupe_id in row.recent:
         return True

@@ -19,7 +19,6 @@ from faust.types import EventT
 from banking_app import codec, metrics, read_model
 from banking_app.app import app
 from banking_app.domain import Event, event_from_dict
-from banking_app.domain.events import EVENT_TYPES
 from banking_app.outbox import KafkaOutbox, Record
 from banking_app.settings import settings
 from banking_app.tables import acting_as, get_json, new_table, put_json
@@ -58,7 +57,7 @@ class AccountProjection:
         event = read_event(record.message.value)
         if event is None:
             return False
-        if event.command_id and event.type in OUTCOME_TYPES:
+        if event.command_id:
             self.outcome_records.append(
                 Record(outcome_events_topic, codec.key(event.command_id), record.message.value)
             )
@@ -87,23 +86,23 @@ class AccountProjection:
                 put_json(account_views_table, account_id, view)
 
 
-#: Events that say something about their command's outcome (TransferSettled does not).
-OUTCOME_TYPES = frozenset(EVENT_TYPES) - {"TransferSettled"}
 outbox = KafkaOutbox(OUTPUT_TOPICS)
 
 
 @app.agent(events_topic)
 async def project_accounts(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
-    """Fold events into account views and histories, and re-key outcome events by command.
+    """Fold events into account views and histories, and re-key the events by command.
 
-    The re-keyed copies are published (and acknowledged) before the views are written, so
-    a crash between the two re-sends them, which the outcome fold ignores (event ids).
+    Views are written before the re-keyed copies are published, so by the time an outcome
+    shows an event, every account view already shows it too (read-your-writes for
+    ``?wait=true``). A crash between the two re-sends the copies on reprocessing, which
+    the outcome fold ignores (event ids).
     """
     async for records in stream.take_events(settings.batch_size, within=settings.batch_window):
         projection = AccountProjection()
         changed = sum(projection.fold(record) for record in records)
-        await outbox.publish(projection.outcome_records)
         projection.write()
+        await outbox.publish(projection.outcome_records)
         await outbox.flush()  # one produce batch per take (README: broker quirks)
         metrics.projected_total.labels("accounts").inc(changed)
         yield changed

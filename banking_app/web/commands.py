@@ -52,14 +52,40 @@ async def send(command: Command) -> None:
 
 async def submit(view: ApiView, request: Request, command: Command, **extra: Any) -> Response:
     wait, timeout = validation.wait_options(request)
-    await send(command)
     body = {"command_id": command.command_id, **extra}
     headers = {"Location": f"/commands/{command.command_id}"}
+    # A key seen before answers with its first outcome, without sending anything: the
+    # command side dedupes per account, so this is also what stops the key being reused
+    # for another account.
+    previous = await lookups.outcome(command.command_id)
+    if previous is not None and previous["status"] != "pending":
+        return answer(view, command, previous, body, headers)
+    await send(command)
     if not wait:
         return view.json({**body, "status": "pending"}, status=202, headers=headers)
     outcome = await lookups.wait_for_outcome(command.command_id, timeout)
     if outcome is None:
         return view.json({**body, "status": "pending"}, status=202, headers=headers)
+    return answer(view, command, outcome, body, headers)
+
+
+def answer(
+    view: ApiView,
+    command: Command,
+    outcome: dict[str, Any],
+    body: dict[str, Any],
+    headers: dict[str, str],
+) -> Response:
+    """200 for an accepted command, 422 for a rejected one (or a key used for another)."""
+    accounts = {event["account_id"] for event in outcome["events"]}
+    if accounts and command.account_id not in accounts:
+        raise Problem(
+            422,
+            f"Idempotency-Key {command.command_id!r} was already used for a command on "
+            f"account(s) {', '.join(sorted(accounts))}; use a new key for a new command",
+            slug="idempotency-key-reused",
+            **body,
+        )
     if outcome["status"] == "rejected":
         details = [event["detail"] for event in outcome["events"] if "detail" in event]
         explained = f" ({details[0]})" if details else ""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import quote
 
 import faust
 
@@ -45,11 +44,12 @@ async def lookup(table: faust.Table, key: str, path: str) -> dict[str, Any] | No
 
 
 async def outcome(command_id: str) -> dict[str, Any] | None:
-    return await lookup(command_outcomes_table, command_id, f"/commands/{quote(command_id)}")
+    # Unquoted: yarl quotes the path when it builds the URL (ids are URL-safe anyway).
+    return await lookup(command_outcomes_table, command_id, f"/commands/{command_id}")
 
 
 async def account(account_id: str) -> dict[str, Any] | None:
-    found = await lookup(account_views_table, account_id, f"/accounts/{quote(account_id)}")
+    found = await lookup(account_views_table, account_id, f"/accounts/{account_id}")
     return read_model.public_view(found) if found is not None else None
 
 
@@ -68,6 +68,15 @@ async def wait_for_outcome(command_id: str, timeout: float) -> dict[str, Any] | 
         await asyncio.sleep(POLL_SECONDS)
     else:
         return None
+    kinds = {event["type"] for event in found["events"]}
+    while "TransferCredited" in kinds and "TransferSettled" not in kinds:
+        # The settlement clears the money in flight on the source: wait for it too, so
+        # the source's view is settled when the answer comes.
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(POLL_SECONDS)
+        found = await outcome(command_id) or found
+        kinds = {event["type"] for event in found["events"]}
     for event in found["events"]:
         seq = event.get("seq")
         while seq is not None:

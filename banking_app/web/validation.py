@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import orjson
+from aiohttp import web
 from faust.web import Request
 
 from banking_app.domain import MalformedCommand, parse_command
@@ -24,7 +25,10 @@ async def json_body(request: Request, allowed: set[str], required: bool = True) 
     """The request body as a JSON object with only ``allowed`` fields, or a 400."""
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise bad_request(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    try:
+        raw = await request.read()  # the whole body, however it was chunked
+    except web.HTTPRequestEntityTooLarge:  # beyond aiohttp's own limit (1 MiB)
+        raise bad_request(f"the body is larger than {MAX_BODY_BYTES} bytes") from None
     if len(raw) > MAX_BODY_BYTES:
         raise bad_request(f"the body is larger than {MAX_BODY_BYTES} bytes")
     if not raw.strip():
