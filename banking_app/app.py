@@ -43,6 +43,10 @@ app = BankApp(
     # Every event we emit must be on all in-sync replicas before the state that says
     # it was emitted is written (docs/at-least-once.md).
     producer_acks=-1,
+    # Each take sends hundreds of records and then flushes: let them share requests.
+    producer_linger=settings.producer_linger_ms / 1000.0,
+    producer_max_batch_size=256 * 1024,
+    broker_max_poll_records=settings.batch_size * 2,
     topic_disable_leader=True,
     autodiscover=False,
     origin="banking_app",

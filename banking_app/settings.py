@@ -41,6 +41,7 @@ class Settings:
     api_token: str
     fetch_max_wait_ms: int
     batch_size: int
+    producer_linger_ms: int
     batch_window: float
     api_token_reads: bool
 
@@ -76,6 +77,7 @@ def load() -> Settings:
         fetch_max_wait_ms=_int("BANKING_FETCH_MAX_WAIT_MS", 50),
         # Agents take up to this many records at a time, waiting at most this long.
         batch_size=_int("BANKING_BATCH_SIZE", 500),
+        producer_linger_ms=_int("BANKING_PRODUCER_LINGER_MS", 5),
         batch_window=_float("BANKING_BATCH_WINDOW", 0.01),
         api_token_reads=os.environ.get("BANKING_API_TOKEN_READS", "") in {"1", "true", "yes"},
     )

@@ -24,8 +24,12 @@ from bench.kafka import Watcher, count_reached, create_topics, produce, versions
 
 VIEWS = "banking-app-account-views-changelog"
 PARTITIONS = 8
-TIMEOUT = 1800.0
+TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "600"))
 PREFIX = "acct-"
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -63,7 +67,10 @@ class Bank:
             "commands",
             [(account.encode(), orjson.dumps(body)) for account, body in records],
         )
-        return await watcher.wait(TIMEOUT) - started
+        log(f"sent {len(records)} commands in {time.perf_counter() - started:.1f} s")
+        seconds = await watcher.wait(TIMEOUT) - started
+        log(f"  visible in the read model after {seconds:.1f} s")
+        return seconds
 
 
 def account(index: int) -> str:
