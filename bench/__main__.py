@@ -40,9 +40,9 @@ def parse(argv: list[str]) -> Config:
     quick = args.quick
     config = Config(
         quick=quick,
-        accounts=args.accounts or (200 if quick else 10_000),
-        deposits=args.deposits or (2_000 if quick else 50_000),
-        transfers=args.transfers or (1_000 if quick else 20_000),
+        accounts=args.accounts or (100 if quick else 10_000),
+        deposits=args.deposits or (1_000 if quick else 50_000),
+        transfers=args.transfers or (300 if quick else 20_000),
         query_rate=args.query_rate,
         growth=[
             int(n)

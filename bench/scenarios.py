@@ -191,7 +191,7 @@ async def raw_baseline(broker: Broker, n: int) -> float:
     try:
         assert loop.stdout is not None
         loop.stdout.readline()  # "ready"
-        await asyncio.sleep(3)  # let its consumer group settle
+        await asyncio.sleep(1)  # let its consumer group settle
         return n / await _timed(broker, "raw-commands", "raw-events", n)
     finally:
         loop.terminate()
