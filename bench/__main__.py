@@ -46,7 +46,11 @@ def parse(argv: list[str]) -> Config:
         query_rate=args.query_rate,
         growth=[
             int(n)
-            for n in (args.growth or ("300" if quick else "1000,100000,1000000")).split(",")
+            for n in (
+                args.growth
+                if args.growth is not None
+                else ("300" if quick else "1000,100000,1000000")
+            ).split(",")
             if n
         ],
         growth_deposits=args.growth_deposits or (500 if quick else 20_000),
