@@ -216,7 +216,12 @@ class CommandProcessor:
             "offset": message.offset,
             "timestamp": codec.iso_timestamp(message.timestamp),
             "key": _printable(message.key),
-            "value": _printable(message.value),
+            # The record as it came, up to a size a dead-letter record can always carry.
+            "value": _printable(message.value[: codec.DEAD_LETTER_VALUE_BYTES])
+            if message.value is not None
+            else None,
+            "value_bytes": len(message.value) if message.value is not None else 0,
+            "value_truncated": len(message.value or b"") > codec.DEAD_LETTER_VALUE_BYTES,
         }
         log.warning(
             "dead-lettering %s[%s]@%s: %s", message.topic, message.partition, message.offset, exc

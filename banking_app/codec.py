@@ -11,6 +11,10 @@ from typing import Any
 
 import orjson
 
+#: A dead-letter record holds the bad value (base64 when it is not UTF-8) up to this many
+#: bytes, so it stays well under the producer's 1 MB request limit whatever came in.
+DEAD_LETTER_VALUE_BYTES = 64 * 1024
+
 
 def dumps(value: Any) -> bytes:
     return orjson.dumps(value)

