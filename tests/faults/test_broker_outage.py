@@ -29,11 +29,10 @@ from support.load import (
     EventLog,
     Producer,
     Workload,
-    account_problems,
-    describe,
+    check_views,
     logs,
-    replay_verify,
     settle,
+    verify,
 )
 
 pytestmark = pytest.mark.kafka
@@ -76,10 +75,10 @@ async def test_a_worker_started_before_its_broker_waits_for_it(tmp_path: Path) -
         stream = work.stream(20)
         async with Producer(broker) as producer, EventLog(broker) as log:
             await producer.send_all([*creations, *deposits, *stream])
-            await settle(log, work.expected, worker)
+            await settle(log, work.expected, broker, worker)
             problems = log.outcome_problems(work.expected) + log.balance_problems(work.bank)
             assert not problems, "\n".join(problems) + logs(worker)
-        assert not await account_problems(worker, work.bank), logs(worker)
+        await check_views(worker, work.bank, worker)
     finally:
         worker.stop()
         if process is not None:
@@ -201,7 +200,7 @@ async def test_the_broker_paused_under_load_loses_nothing_and_applies_nothing_tw
 
                 await feed.finished()
                 assert worker.process is not None and worker.process.poll() is None, logs(worker)
-                await settle(log, work.expected, worker)
+                await settle(log, work.expected, broker, worker)
                 problems = log.outcome_problems(work.expected)
                 problems += log.balance_problems(work.bank)
                 problems += [f"applied twice: {p}" for p in log.applied_twice()]
@@ -212,8 +211,7 @@ async def test_the_broker_paused_under_load_loses_nothing_and_applies_nothing_tw
             for body in feed.unavailable:
                 assert body["status"] == 503 and body["command_id"], body
             assert worker.process.poll() is None, logs(worker)
-            assert not await account_problems(worker, work.bank), logs(worker)
-            verified = await replay_verify(broker, tmp_path / "cli")
-            assert verified.returncode == 0, describe(verified, worker)
+            await check_views(worker, work.bank, worker)
+            await verify(broker, tmp_path / "cli", worker)
         finally:
             worker.stop()

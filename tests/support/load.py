@@ -53,6 +53,8 @@ VERIFY_TIMEOUT = 90.0
 #: Seconds without a single new event, while commands are unfinished, after which the
 #: system is taken to have stopped: longer than any restart or takeover in these tests.
 STALL_TIMEOUT = 60.0
+#: Seconds without progress after which ``settle`` looks for the known bug's evidence.
+DROP_CHECK = 20.0
 
 #: Environment for the workers of the fault tests. ``DEVLOG=1`` turns on the Faust
 #: (mode) developer log lines, among them ``DROPPED MESSAGE ROFF <offset>: k=… v=…`` for
@@ -60,11 +62,11 @@ STALL_TIMEOUT = 60.0
 DIAGNOSTICS = {"DEVLOG": "1"}
 
 FAUST_SKIP = (
-    "known bug, in faust-streaming 0.15.3 under banking_app's process_commands agent: "
-    "after a worker restart or a partition takeover, the consumer can drop records it had "
-    "fetched before recovery sought the stream partitions back to their committed offsets "
-    "(worker log with DEVLOG=1: 'DROPPED MESSAGE ROFF'); those commands are never applied, "
-    "and later offset commits go past them"
+    "known bug, in faust-streaming 0.15.3 under banking_app's agents: after a worker "
+    "restart or a partition takeover, the consumer can skip records it had fetched before "
+    "recovery sought the stream partitions back to their committed offsets (worker log "
+    "with DEVLOG=1: 'DROPPED MESSAGE ROFF'), or count them as a gap; they are never "
+    "processed, and later offset commits go past them"
 )
 
 
@@ -535,10 +537,10 @@ async def get_json(url: str, timeout: float = 30) -> tuple[int | None, Any]:
 
 async def account_problems(
     worker: Worker, bank: ReferenceBank, timeout: float = VERIFY_TIMEOUT
-) -> list[str]:
+) -> dict[str, str]:
     """Poll ``GET /accounts/{id}`` on ``worker`` until every account shows the reference
     balance with nothing in flight (the read model may lag); what still differs at the
-    deadline."""
+    deadline, by account."""
     deadline = time.monotonic() + timeout
     pending = dict(bank.balance)
     last: dict[str, Any] = {}
@@ -555,39 +557,180 @@ async def account_problems(
         if not pending or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
-    return [
-        f"GET /accounts/{account}: {last[account]}, expected balance {balance}"
+    return {
+        account: f"GET /accounts/{account}: {last[account]}, expected balance {balance}"
         for account, balance in sorted(pending.items())
-    ]
+    }
 
 
+@dataclass(frozen=True)
+class Dropped:
+    """A record a worker's Faust consumer dropped as already read."""
+
+    key: str  # the record's key: an account id (or a command id on command-outcome-events)
+    command_id: str
+    event: bool  # a record of events or command-outcome-events, not of commands
+
+
+DROPPED_LINE = re.compile(r"DROPPED MESSAGE ROFF \d+: k=b'([^']*)' v=(.*)$")
 COMMAND_ID_IN_LOG = re.compile(r'"command_id":"([^"]+)"')
 
 
-def dropped_by_consumer(*workers: Worker) -> set[str]:
-    """Command ids of records a worker's Faust consumer dropped as already read
-    (``DROPPED MESSAGE ROFF``, logged when the worker runs with ``DIAGNOSTICS``)."""
-    dropped = set()
+def dropped_by_consumer(*workers: Worker) -> list[Dropped]:
+    """The records the workers' Faust consumers dropped as already read
+    (``DROPPED MESSAGE ROFF``, logged when a worker runs with ``DIAGNOSTICS``)."""
+    dropped = []
     for worker in workers:
         if not worker.log_path.exists():
             continue
         for line in worker.log_path.read_text(errors="replace").splitlines():
-            if "DROPPED MESSAGE ROFF" in line:
-                dropped.update(COMMAND_ID_IN_LOG.findall(line))
+            found = DROPPED_LINE.search(line)
+            command_id = COMMAND_ID_IN_LOG.search(line)
+            if found and command_id:
+                event = '"event_id"' in found.group(2)
+                dropped.append(Dropped(found.group(1), command_id.group(1), event))
     return dropped
 
 
-async def settle(log: EventLog, expected: dict[str, Outcome], *workers: Worker) -> None:
-    """``log.quiesce``; when it stalls because a worker's consumer dropped the unfinished
-    commands (``FAUST_SKIP``, identified from the worker logs), the test is marked
-    xfail with the ids. Anything else fails as usual."""
+async def committed_inputs(broker: Broker, command_ids: set[str]) -> dict[str, set[str]]:
+    """For each of ``command_ids``, the types of its records on ``commands`` that lie below
+    the offset the workers' group has committed on their partition: records the group
+    counts as processed."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap,
+        group_id="banking-app",  # only asked for its committed offsets: it never joins
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
     try:
-        await log.quiesce(expected)
-    except Stalled as stalled:
-        dropped = dropped_by_consumer(*workers)
-        if stalled.commands and set(stalled.commands) <= dropped:
-            pytest.xfail(f"{FAUST_SKIP}: lost {stalled.commands} ({stalled})")
-        raise
+        partitions = consumer.partitions_for_topic("commands")
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic("commands") or set()
+        tps = [TopicPartition("commands", p) for p in sorted(partitions)]
+        committed = {tp: await consumer.committed(tp) or 0 for tp in tps}
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        found: dict[str, set[str]] = defaultdict(set)
+        remaining = {tp for tp in tps if committed[tp] > 0}
+        deadline = time.monotonic() + 60
+        while remaining and time.monotonic() < deadline:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset >= committed[tp]:
+                        remaining.discard(tp)
+                        break
+                    with contextlib.suppress(orjson.JSONDecodeError, TypeError):
+                        value = orjson.loads(record.value)
+                        if isinstance(value, dict) and value.get("command_id") in command_ids:
+                            found[value["command_id"]].add(str(value.get("type")))
+            for tp in list(remaining):
+                if await consumer.position(tp) >= committed[tp]:
+                    remaining.discard(tp)
+        return found
+    finally:
+        await consumer.stop()
+
+
+def awaited_inputs(log: EventLog, command_id: str) -> set[str]:
+    """The input types whose effect an unfinished command lacks in the event log: the
+    command itself, or the saga leg its transfer waits for."""
+    types = {e["type"] for e in log.records if e["command_id"] == command_id}
+    if "TransferDebited" not in types:
+        return {"CREATE_ACCOUNT", "DEPOSIT", "WITHDRAW", "TRANSFER_MONEY", "CLOSE_ACCOUNT"}
+    if "TransferCredited" in types:
+        return {"TRANSFER_SETTLE"}
+    return {"TRANSFER_CREDIT", "TRANSFER_REFUND"}
+
+
+async def settle(
+    log: EventLog, expected: dict[str, Outcome], broker: Broker, *workers: Worker
+) -> None:
+    """``log.quiesce``, and when it stalls, a look for the known bug (``FAUST_SKIP``): an
+    unfinished command whose awaited input a worker's consumer dropped (its log says so),
+    or that lies below the committed offset of its partition though it had no effect,
+    with no agent crashed. Then the test is marked xfail naming those commands; anything
+    else fails as usual. The look is taken after every ``DROP_CHECK`` seconds without
+    progress, so a run hit by the bug does not wait the whole ``STALL_TIMEOUT``."""
+    quiet = 0.0
+    while True:
+        try:
+            await log.quiesce(expected, stall=DROP_CHECK)
+            return
+        except Stalled as stalled:
+            pending = set(stalled.commands)
+            crashed = any(
+                "Crashed reason=" in w.log_path.read_text(errors="replace")
+                for w in workers
+                if w.log_path.exists()
+            )
+            dropped = {d.command_id for d in dropped_by_consumer(*workers) if not d.event}
+            committed = await committed_inputs(broker, pending)
+            skipped = {c for c in pending if awaited_inputs(log, c) & committed.get(c, set())}
+            lost = sorted(pending & (dropped | skipped))
+            if lost and not crashed:
+                pytest.xfail(
+                    f"{FAUST_SKIP}: {len(lost)} of the {len(pending)} unfinished commands "
+                    f"lost inputs: {lost[:20]} (dropped as already read: "
+                    f"{sorted(pending & dropped)[:20]}; committed without effect: "
+                    f"{sorted(skipped)[:20]}); {stalled}"
+                )
+            quiet += DROP_CHECK
+            if quiet >= STALL_TIMEOUT:
+                raise
+
+
+async def history_gaps(worker: Worker, account: str) -> list[int]:
+    """The seqs missing from the account's history as ``worker`` answers it: events the
+    projection never applied (it takes any later seq, so a skipped event leaves a hole)."""
+    status, view = await get_json(f"{worker.url}/accounts/{account}")
+    if status != 200 or not isinstance(view, dict):
+        return []
+    status, page = await get_json(f"{worker.url}/accounts/{account}/transactions?limit=500")
+    if status != 200 or not isinstance(page, dict):
+        return []
+    seqs = {item["seq"] for item in page["items"]}
+    return sorted(set(range(1, view["version"] + 1)) - seqs)
+
+
+async def _xfail_if_events_skipped(accounts: set[str], what: str, *workers: Worker) -> None:
+    """Mark the test xfail when the read model is wrong only for accounts whose events a
+    worker's consumer skipped (``FAUST_SKIP``): its log says it dropped them, or the
+    account's history has holes."""
+    if not accounts:
+        return
+    dropped = {d.key for d in dropped_by_consumer(*workers) if d.event}
+    alive = [w for w in workers if w.process is not None and w.process.poll() is None]
+    holes = {a: await history_gaps(alive[0], a) for a in accounts - dropped} if alive else {}
+    if all(a in dropped or holes.get(a) for a in accounts):
+        pytest.xfail(
+            f"{FAUST_SKIP}: the projection missed events (dropped for "
+            f"{sorted(accounts & dropped)}, history holes {holes}), so the read model is "
+            f"wrong: {what}"
+        )
+
+
+async def check_views(worker: Worker, bank: ReferenceBank, *workers: Worker) -> None:
+    """``GET /accounts/{id}`` on ``worker`` shows every reference balance, nothing in flight."""
+    problems = await account_problems(worker, bank)
+    await _xfail_if_events_skipped(set(problems), "\n".join(problems.values()), *workers)
+    assert not problems, "\n".join(problems.values()) + logs(worker)
+
+
+READ_MODEL_PROBLEM = re.compile(r"^  read model, account (\S+):")
+
+
+async def verify(broker: Broker, workdir: Path, *workers: Worker) -> None:
+    """``replay --verify`` passes (retried while the read model catches up)."""
+    run = await replay_verify(broker, workdir)
+    if run.returncode != 0:
+        problems = run.stdout.split("\nproblems", 1)[-1].splitlines()[1:]
+        accounts = {m.group(1) for m in map(READ_MODEL_PROBLEM.match, problems) if m}
+        if len(accounts) == len(problems):  # only read-model differences
+            await _xfail_if_events_skipped(accounts, run.stdout, *workers)
+    assert run.returncode == 0, describe(run, *workers)
 
 
 def banking_app(broker: Broker, workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
