@@ -46,6 +46,11 @@ projected_total = Counter(
     ["projection"],
     registry=registry,
 )
+projection_gaps_total = Counter(
+    "banking_projection_gaps_total",
+    "Events refused by the account projection because events before them are missing",
+    registry=registry,
+)
 http_latency = Histogram(
     "banking_http_request_duration_seconds",
     "HTTP request latency",

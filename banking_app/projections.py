@@ -66,7 +66,12 @@ class AccountProjection:
         else:
             with acting_as(record):
                 view = get_json(account_views_table, event.account_id)
-        updated = read_model.apply_to_view(view, event)
+        try:
+            updated = read_model.apply_to_view(view, event)
+        except read_model.SeqGap as gap:
+            metrics.projection_gaps_total.inc()
+            log.error("account view not updated: %s (run rebuild-projections)", gap)
+            return False
         if updated is view or updated is None:
             return False
         item = read_model.history_item(event)

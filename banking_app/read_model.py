@@ -11,6 +11,19 @@ from typing import Any
 
 from banking_app.domain import events as ev
 
+
+class SeqGap(Exception):
+    """An event whose seq is past the next one: events before it never reached the view.
+
+    Applying it would make the view skip money movements, so it is refused; the view
+    stays at its last good version until ``rebuild-projections`` refolds the log.
+    """
+
+    def __init__(self, account_id: str, version: int, seq: int) -> None:
+        super().__init__(f"account {account_id} is at version {version}, got seq {seq}")
+        self.account_id, self.version, self.seq = account_id, version, seq
+
+
 #: Seq-less events (TransferSettled) remembered per account to drop their redeliveries.
 RECENT_UNSEQUENCED = 16
 
@@ -18,7 +31,10 @@ MONEY_FIELDS = ("amount", "balance")
 
 
 def apply_to_view(view: dict[str, Any] | None, event: ev.Event) -> dict[str, Any] | None:
-    """The account view after ``event``; ``view`` itself is returned when nothing changes."""
+    """The account view after ``event``; ``view`` itself is returned when nothing changes.
+
+    Raises ``SeqGap`` for an event that is not the next one of its account.
+    """
     if isinstance(event, ev.CommandRejected):
         return view
     if isinstance(event, ev.AccountCreated):
@@ -48,6 +64,8 @@ def apply_to_view(view: dict[str, Any] | None, event: ev.Event) -> dict[str, Any
         return updated
     if event.seq <= view["version"]:
         return view
+    if event.seq > view["version"] + 1:
+        raise SeqGap(event.account_id, view["version"], event.seq)
     updated = {**view, "version": event.seq, "updated_at": event.occurred_at}
     balance = getattr(event, "balance", None)
     if balance is not None:

@@ -25,7 +25,6 @@ import pytest
 from banking_app import embedded
 from support.cluster import Broker, Worker
 from support.load import (
-    DIAGNOSTICS,
     EventLog,
     Producer,
     Workload,
@@ -53,7 +52,7 @@ async def wait_for_log(worker: Worker, text: str, count: int = 1, timeout: float
 async def test_a_worker_started_before_its_broker_waits_for_it(tmp_path: Path) -> None:
     port = embedded.free_port()  # nothing listens here yet
     broker = Broker(port, process=None)  # type: ignore[arg-type]
-    worker = Worker(broker, tmp_path / "worker", env=DIAGNOSTICS)
+    worker = Worker(broker, tmp_path / "worker")
     worker.directory.mkdir()
     process: subprocess.Popen[bytes] | None = None
     try:
@@ -75,10 +74,10 @@ async def test_a_worker_started_before_its_broker_waits_for_it(tmp_path: Path) -
         stream = work.stream(20)
         async with Producer(broker) as producer, EventLog(broker) as log:
             await producer.send_all([*creations, *deposits, *stream])
-            await settle(log, work.expected, broker, worker)
+            await settle(log, work.expected, broker)
             problems = log.outcome_problems(work.expected) + log.balance_problems(work.bank)
             assert not problems, "\n".join(problems) + logs(worker)
-        await check_views(worker, work.bank, worker)
+        await check_views(worker, work.bank)
     finally:
         worker.stop()
         if process is not None:
@@ -183,7 +182,7 @@ async def test_the_broker_paused_under_load_loses_nothing_and_applies_nothing_tw
     pause_at = rng.randint(30, 60)
 
     with Broker.start() as broker:
-        worker = Worker(broker, tmp_path / "worker", env=DIAGNOSTICS)
+        worker = Worker(broker, tmp_path / "worker")
         worker.directory.mkdir()
         try:
             await asyncio.to_thread(worker.start)
@@ -200,7 +199,7 @@ async def test_the_broker_paused_under_load_loses_nothing_and_applies_nothing_tw
 
                 await feed.finished()
                 assert worker.process is not None and worker.process.poll() is None, logs(worker)
-                await settle(log, work.expected, broker, worker)
+                await settle(log, work.expected, broker)
                 problems = log.outcome_problems(work.expected)
                 problems += log.balance_problems(work.bank)
                 problems += [f"applied twice: {p}" for p in log.applied_twice()]
@@ -211,7 +210,7 @@ async def test_the_broker_paused_under_load_loses_nothing_and_applies_nothing_tw
             for body in feed.unavailable:
                 assert body["status"] == 503 and body["command_id"], body
             assert worker.process.poll() is None, logs(worker)
-            await check_views(worker, work.bank, worker)
+            await check_views(worker, work.bank)
             await verify(broker, tmp_path / "cli", worker)
         finally:
             worker.stop()

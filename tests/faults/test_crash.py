@@ -26,7 +26,6 @@ import pytest
 
 from support.cluster import Broker, Worker
 from support.load import (
-    DIAGNOSTICS,
     EventLog,
     Feed,
     Producer,
@@ -44,7 +43,7 @@ STREAM = 400
 
 def new_worker(broker: Broker, directory: Path) -> Worker:
     directory.mkdir(parents=True)
-    return Worker(broker, directory, env=DIAGNOSTICS)
+    return Worker(broker, directory)
 
 
 @pytest.mark.parametrize(
@@ -91,14 +90,14 @@ async def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
                     await asyncio.to_thread(last.start)
                 await feed.finished()
 
-                await settle(log, work.expected, broker, *workers)
+                await settle(log, work.expected, broker)
                 problems = log.outcome_problems(work.expected)
                 problems += log.balance_problems(work.bank)
                 problems += [f"applied twice: {p}" for p in log.applied_twice()]
                 assert not problems, "\n".join(problems[:50]) + logs(*workers)
 
             assert last.process is not None and last.process.poll() is None, logs(last)
-            await check_views(last, work.bank, *workers)
+            await check_views(last, work.bank)
             await verify(broker, tmp_path / "cli", *workers)
         finally:
             for worker in workers:

@@ -205,7 +205,7 @@ async def test_poison_goes_to_the_dead_letter_topic_and_good_commands_apply_once
 
             assert worker.process is not None and worker.process.poll() is None, logs(worker)
             assert worker.health() == 200, logs(worker)
-            await check_views(worker, work.bank, worker)
+            await check_views(worker, work.bank)
             await verify(broker, tmp_path / "cli", worker)
         finally:
             worker.stop()

@@ -22,7 +22,6 @@ import pytest
 from banking_app.topics import partition_for
 from support.cluster import Broker, Worker
 from support.load import (
-    DIAGNOSTICS,
     EventLog,
     Feed,
     Producer,
@@ -96,8 +95,8 @@ async def test_the_survivor_takes_over_the_stopped_workers_partitions(
     stop_at = rng.randint(STREAM // 4, STREAM // 2)
 
     with Broker.start() as broker:
-        first = Worker(broker, tmp_path / "first", env=DIAGNOSTICS)
-        second = Worker(broker, tmp_path / "second", env=DIAGNOSTICS)
+        first = Worker(broker, tmp_path / "first")
+        second = Worker(broker, tmp_path / "second")
         workers = [first, second]
         for worker in workers:
             worker.directory.mkdir()
@@ -118,7 +117,7 @@ async def test_the_survivor_takes_over_the_stopped_workers_partitions(
                 await asyncio.to_thread(victim.stop, sig)
                 await feed.finished()
 
-                await settle(log, work.expected, broker, *workers)
+                await settle(log, work.expected, broker)
                 problems = log.outcome_problems(work.expected)
                 problems += log.balance_problems(work.bank)
                 problems += [f"applied twice: {p}" for p in log.applied_twice()]
@@ -128,8 +127,8 @@ async def test_the_survivor_takes_over_the_stopped_workers_partitions(
             # First the accounts the stopped worker owned, then every account.
             theirs = on_partitions(work.bank, victim_partitions)
             assert theirs.balance, "the stopped worker owned no account"
-            await check_views(survivor, theirs, *workers)
-            await check_views(survivor, work.bank, *workers)
+            await check_views(survivor, theirs)
+            await check_views(survivor, work.bank)
             await verify(broker, tmp_path / "cli", *workers)
         finally:
             for worker in workers:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from banking_app import read_model
 from banking_app.domain import commands as cmd
 from banking_app.domain import decide, evolve
@@ -30,6 +32,7 @@ DEPOSIT = cmd.Deposit(command_id="c2", account_id="a", amount=700)
 TRANSFER = cmd.TransferMoney(command_id="c3", account_id="a", to_account_id="b", amount=200)
 SETTLE = cmd.SettleTransfer(command_id="c3", account_id="a", to_account_id="b", amount=200)
 TOO_MUCH = cmd.Withdraw(command_id="c4", account_id="a", amount=10_000)
+DEPOSIT_AGAIN = cmd.Deposit(command_id="c5", account_id="a", amount=50)
 
 
 def test_the_view_follows_the_events() -> None:
@@ -48,6 +51,19 @@ def test_redelivered_events_change_nothing() -> None:
     twice = fold([*events[:3], *events[1:], *events])
     assert twice == once
     assert once is not None and once["in_flight"] == 0
+
+
+def test_an_event_after_a_missing_one_is_refused_and_the_view_kept() -> None:
+    events = run(OPEN, DEPOSIT, TRANSFER, TOO_MUCH, DEPOSIT_AGAIN)
+    view = fold(events[:2])
+    assert view is not None and view["version"] == 2
+
+    with pytest.raises(read_model.SeqGap) as refused:
+        read_model.apply_to_view(view, events[4])  # seq 4: seq 3 never arrived
+
+    assert (refused.value.version, refused.value.seq) == (2, 4)
+    assert view["balance"] == 700 and view["in_flight"] == 0
+    assert fold([*events[:2], events[2], events[4]])["version"] == 4
 
 
 def test_a_rejection_changes_no_view_but_is_an_outcome() -> None:

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import random
-import re
 import subprocess
 import sys
 import time
@@ -33,7 +32,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from banking_app.domain import event_from_dict
@@ -53,21 +51,6 @@ VERIFY_TIMEOUT = 90.0
 #: Seconds without a single new event, while commands are unfinished, after which the
 #: system is taken to have stopped: longer than any restart or takeover in these tests.
 STALL_TIMEOUT = 60.0
-#: Seconds without progress after which ``settle`` looks for the known bug's evidence.
-DROP_CHECK = 20.0
-
-#: Environment for the workers of the fault tests. ``DEVLOG=1`` turns on the Faust
-#: (mode) developer log lines, among them ``DROPPED MESSAGE ROFF <offset>: k=… v=…`` for
-#: every record the consumer drops as already read: the evidence of ``FAUST_SKIP``.
-DIAGNOSTICS = {"DEVLOG": "1"}
-
-FAUST_SKIP = (
-    "known bug, in faust-streaming 0.15.3 under banking_app's agents: after a worker "
-    "restart or a partition takeover, the consumer can skip records it had fetched before "
-    "recovery sought the stream partitions back to their committed offsets (worker log "
-    "with DEVLOG=1: 'DROPPED MESSAGE ROFF'), or count them as a gap; they are never "
-    "processed, and later offset commits go past them"
-)
 
 
 # ----------------------------------------------------------------- reference model
@@ -563,35 +546,6 @@ async def account_problems(
     }
 
 
-@dataclass(frozen=True)
-class Dropped:
-    """A record a worker's Faust consumer dropped as already read."""
-
-    key: str  # the record's key: an account id (or a command id on command-outcome-events)
-    command_id: str
-    event: bool  # a record of events or command-outcome-events, not of commands
-
-
-DROPPED_LINE = re.compile(r"DROPPED MESSAGE ROFF \d+: k=b'([^']*)' v=(.*)$")
-COMMAND_ID_IN_LOG = re.compile(r'"command_id":"([^"]+)"')
-
-
-def dropped_by_consumer(*workers: Worker) -> list[Dropped]:
-    """The records the workers' Faust consumers dropped as already read
-    (``DROPPED MESSAGE ROFF``, logged when a worker runs with ``DIAGNOSTICS``)."""
-    dropped = []
-    for worker in workers:
-        if not worker.log_path.exists():
-            continue
-        for line in worker.log_path.read_text(errors="replace").splitlines():
-            found = DROPPED_LINE.search(line)
-            command_id = COMMAND_ID_IN_LOG.search(line)
-            if found and command_id:
-                event = '"event_id"' in found.group(2)
-                dropped.append(Dropped(found.group(1), command_id.group(1), event))
-    return dropped
-
-
 async def committed_inputs(broker: Broker, command_ids: set[str]) -> dict[str, set[str]]:
     """For each of ``command_ids``, the types of its records on ``commands`` that lie below
     the offset the workers' group has committed on their partition: records the group
@@ -645,91 +599,28 @@ def awaited_inputs(log: EventLog, command_id: str) -> set[str]:
     return {"TRANSFER_CREDIT", "TRANSFER_REFUND"}
 
 
-async def settle(
-    log: EventLog, expected: dict[str, Outcome], broker: Broker, *workers: Worker
-) -> None:
-    """``log.quiesce``, and when it stalls, a look for the known bug (``FAUST_SKIP``): an
-    unfinished command whose awaited input a worker's consumer dropped (its log says so),
-    or that lies below the committed offset of its partition though it had no effect,
-    with no agent crashed. Then the test is marked xfail naming those commands; anything
-    else fails as usual. The look is taken after every ``DROP_CHECK`` seconds without
-    progress, so a run hit by the bug does not wait the whole ``STALL_TIMEOUT``."""
-    quiet = 0.0
-    while True:
-        try:
-            await log.quiesce(expected, stall=DROP_CHECK)
-            return
-        except Stalled as stalled:
-            pending = set(stalled.commands)
-            crashed = any(
-                "Crashed reason=" in w.log_path.read_text(errors="replace")
-                for w in workers
-                if w.log_path.exists()
-            )
-            dropped = {d.command_id for d in dropped_by_consumer(*workers) if not d.event}
-            committed = await committed_inputs(broker, pending)
-            skipped = {c for c in pending if awaited_inputs(log, c) & committed.get(c, set())}
-            lost = sorted(pending & (dropped | skipped))
-            if lost and not crashed:
-                pytest.xfail(
-                    f"{FAUST_SKIP}: {len(lost)} of the {len(pending)} unfinished commands "
-                    f"lost inputs: {lost[:20]} (dropped as already read: "
-                    f"{sorted(pending & dropped)[:20]}; committed without effect: "
-                    f"{sorted(skipped)[:20]}); {stalled}"
-                )
-            quiet += DROP_CHECK
-            if quiet >= STALL_TIMEOUT:
-                raise
+async def settle(log: EventLog, expected: dict[str, Outcome], broker: Broker) -> None:
+    """``log.quiesce``; when it stalls, the failure also names the unfinished commands
+    whose awaited input lies below the committed offset of its partition (the group
+    counts it as processed, yet it had no effect): a record the consumer skipped."""
+    try:
+        await log.quiesce(expected)
+    except Stalled as stalled:
+        pending = set(stalled.commands)
+        committed = await committed_inputs(broker, pending)
+        skipped = sorted(c for c in pending if awaited_inputs(log, c) & committed.get(c, set()))
+        raise Stalled(stalled.commands, f"{stalled}; committed without effect: {skipped}") from None
 
 
-async def history_gaps(worker: Worker, account: str) -> list[int]:
-    """The seqs missing from the account's history as ``worker`` answers it: events the
-    projection never applied (it takes any later seq, so a skipped event leaves a hole)."""
-    status, view = await get_json(f"{worker.url}/accounts/{account}")
-    if status != 200 or not isinstance(view, dict):
-        return []
-    status, page = await get_json(f"{worker.url}/accounts/{account}/transactions?limit=500")
-    if status != 200 or not isinstance(page, dict):
-        return []
-    seqs = {item["seq"] for item in page["items"]}
-    return sorted(set(range(1, view["version"] + 1)) - seqs)
-
-
-async def _xfail_if_events_skipped(accounts: set[str], what: str, *workers: Worker) -> None:
-    """Mark the test xfail when the read model is wrong only for accounts whose events a
-    worker's consumer skipped (``FAUST_SKIP``): its log says it dropped them, or the
-    account's history has holes."""
-    if not accounts:
-        return
-    dropped = {d.key for d in dropped_by_consumer(*workers) if d.event}
-    alive = [w for w in workers if w.process is not None and w.process.poll() is None]
-    holes = {a: await history_gaps(alive[0], a) for a in accounts - dropped} if alive else {}
-    if all(a in dropped or holes.get(a) for a in accounts):
-        pytest.xfail(
-            f"{FAUST_SKIP}: the projection missed events (dropped for "
-            f"{sorted(accounts & dropped)}, history holes {holes}), so the read model is "
-            f"wrong: {what}"
-        )
-
-
-async def check_views(worker: Worker, bank: ReferenceBank, *workers: Worker) -> None:
+async def check_views(worker: Worker, bank: ReferenceBank) -> None:
     """``GET /accounts/{id}`` on ``worker`` shows every reference balance, nothing in flight."""
     problems = await account_problems(worker, bank)
-    await _xfail_if_events_skipped(set(problems), "\n".join(problems.values()), *workers)
     assert not problems, "\n".join(problems.values()) + logs(worker)
-
-
-READ_MODEL_PROBLEM = re.compile(r"^  read model, account (\S+):")
 
 
 async def verify(broker: Broker, workdir: Path, *workers: Worker) -> None:
     """``replay --verify`` passes (retried while the read model catches up)."""
     run = await replay_verify(broker, workdir)
-    if run.returncode != 0:
-        problems = run.stdout.split("\nproblems", 1)[-1].splitlines()[1:]
-        accounts = {m.group(1) for m in map(READ_MODEL_PROBLEM.match, problems) if m}
-        if len(accounts) == len(problems):  # only read-model differences
-            await _xfail_if_events_skipped(accounts, run.stdout, *workers)
     assert run.returncode == 0, describe(run, *workers)
 
 
