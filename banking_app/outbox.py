@@ -15,6 +15,7 @@ from typing import Protocol
 import faust
 
 from banking_app.app import app
+from banking_app.tables import drop_unsent_changelogs, flush_changelogs
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class KafkaOutbox:
             await asyncio.gather(*pending)
 
     async def flush(self) -> None:
+        await flush_changelogs()
         await app.producer.flush()
 
 
@@ -81,7 +83,7 @@ class RecordingOutbox:
         self.records.extend(records)
 
     async def flush(self) -> None:
-        pass
+        drop_unsent_changelogs()
 
     def on(self, topic: faust.TopicT) -> list[Record]:
         return [record for record in self.records if record.topic is topic]
