@@ -21,12 +21,14 @@ above it means something in between was not delivered, so it is skipped and the
 partition is sought back to the owed offset. Stale records that keep arriving after
 such a seek are skipped quietly until the owed one comes.
 
-A seek that has not brought the owed record within ``patience`` seconds is overdue and
-is made again: seen under load, a seek made while the consumer thread is fetching can
-be lost. Before that, the broker's first offset is asked for: if the log no longer
-starts at or below the owed offset (retention deleted records never read), the owed
-offset moves up to the log's start, with a warning naming what was lost. Any other
-hole is never stepped over, since the bank's topics have none (no compaction, no
+A partition whose owed offset has not moved for ``patience`` seconds while the consumer
+has read past it is sought back to it: seen under load, a seek made while the consumer
+thread is fetching can be lost, and records handed over while the flow was suspended
+(a rebalance beginning) are read again only if the seek back to the committed offset
+takes. Before that, the broker's first offset is asked for: if the log no longer starts
+at or below the owed offset (retention deleted records never read), the owed offset
+moves up to the log's start, with a warning naming what was lost. Any other hole is
+never stepped over, since the bank's topics have none (no compaction, no
 transactions).
 """
 
@@ -36,7 +38,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-#: Seconds a seek back may take to bring the owed record before it is made again.
+#: Seconds an owed offset may stay unmoved, with the consumer past it, before a seek.
 PATIENCE = 5.0
 
 
@@ -55,41 +57,54 @@ class Verdict:
 
 
 class Cursors:
-    """The next owed offset of every partition, and the seeks back in progress."""
+    """The next owed offset of every partition, when it last moved, and the seeks back
+    in progress."""
 
     def __init__(self, patience: float = PATIENCE) -> None:
         self.patience = patience
         self._owed: dict[Hashable, int] = {}
-        #: Partitions sought back by ``Action.SEEK``, and when.
-        self._seeking: dict[Hashable, float] = {}
+        self._moved: dict[Hashable, float] = {}
+        #: Partitions sought back by ``Action.SEEK`` (or by ``stalled``'s caller).
+        self._seeking: set[Hashable] = set()
 
     def owed(self, tp: Hashable) -> int | None:
         return self._owed.get(tp)
 
-    def sought(self, tp: Hashable, offset: int | None) -> None:
+    def sought(self, tp: Hashable, offset: int | None, now: float) -> None:
         """The consumer sought the partition to ``offset`` (``None``: to wherever its
         reset policy puts it, so the first record to come is owed)."""
-        self._seeking.pop(tp, None)
+        self._seeking.discard(tp)
         if offset is None or offset < 0:
             self._owed.pop(tp, None)
+            self._moved.pop(tp, None)
         else:
             self._owed[tp] = offset
+            self._moved[tp] = now
 
     def seeking_back(self, tp: Hashable, now: float) -> None:
-        """The partition is being sought back to its owed offset, on a ``SEEK`` verdict."""
-        self._seeking[tp] = now
+        """The partition is being sought back to its owed offset; records above it are
+        stale until the owed one comes."""
+        self._seeking.add(tp)
+        self._moved[tp] = now
+
+    def idle(self, tp: Hashable, now: float) -> None:
+        """The consumer has read nothing past the owed offset: nothing is late."""
+        if tp in self._owed:
+            self._moved[tp] = now
 
     def forget(self, tps: Iterable[Hashable]) -> None:
         """The partitions were revoked or newly assigned: nothing is owed until a seek."""
         for tp in tps:
             self._owed.pop(tp, None)
-            self._seeking.pop(tp, None)
+            self._moved.pop(tp, None)
+            self._seeking.discard(tp)
 
-    def on_record(self, tp: Hashable, offset: int) -> Verdict:
+    def on_record(self, tp: Hashable, offset: int, now: float) -> Verdict:
         owed = self._owed.get(tp)
         if owed is None or offset == owed:
             self._owed[tp] = offset + 1
-            self._seeking.pop(tp, None)
+            self._moved[tp] = now
+            self._seeking.discard(tp)
             return Verdict(Action.DELIVER)
         if offset < owed:
             return Verdict(Action.DELIVER)
@@ -97,11 +112,12 @@ class Cursors:
             return Verdict(Action.SKIP)
         return Verdict(Action.SEEK, owed)
 
-    def overdue(self, now: float) -> list[tuple[Hashable, int]]:
-        """Partitions sought back more than ``patience`` seconds ago, with the owed offset."""
+    def stalled(self, now: float) -> list[tuple[Hashable, int]]:
+        """Partitions whose owed offset has not moved for ``patience`` seconds, with it:
+        the caller asks the consumer's position, and seeks back if it is past."""
         return [
             (tp, self._owed[tp])
-            for tp, since in self._seeking.items()
+            for tp, since in self._moved.items()
             if now - since >= self.patience
         ]
 
