@@ -39,6 +39,7 @@ from banking_app.topics import (
     events_topic,
     partition_for,
 )
+from banking_app.turns import taking_turns
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +90,13 @@ class CommandProcessor:
 
     async def handle_batch(self, events: Sequence[EventT]) -> list[Handled]:
         batch = Batch()
-        for event in events:
+        async for event in taking_turns(events):
             batch.handled.append(self.decide_one(batch, event))
         await self.outbox.publish(batch.records)
-        for account_id, (row, event) in batch.rows.items():
+        async for account_id, (row, event) in taking_turns(batch.rows.items()):
             with acting_as(event):
                 put_json(accounts_table, account_id, row.to_dict())
-        for dedupe_id, (offset, event) in batch.offsets.items():
+        async for dedupe_id, (offset, event) in taking_turns(batch.offsets.items()):
             with acting_as(event):
                 put_json(command_offsets_table, dedupe_id, offset)
         # Wait for the changelog too: the next take then never shares a produce batch

@@ -32,7 +32,7 @@ from banking_app.delivery import Action, Cursors
 log = logging.getLogger(__name__)
 
 #: Records handed over between two yields to the event loop (Faust's own figure).
-YIELD_EVERY = 100
+YIELD_EVERY = 10
 
 
 class InOrderConsumer(driver.Consumer):
@@ -40,6 +40,10 @@ class InOrderConsumer(driver.Consumer):
         super().__init__(*args, **kwargs)
         self._cursors = Cursors()
         self._deliver: Callable[[Message], Awaitable[None]] = self.callback
+
+    def owed(self, tp: TP) -> int | None:
+        """The next offset of ``tp`` owed to its agent (``None`` before the first seek)."""
+        return self._cursors.owed(tp)
 
     def _in_order(self, topic: str) -> bool:
         """Topics whose offsets are committed: those the agents consume."""

@@ -16,6 +16,7 @@ import faust
 
 from banking_app.app import app
 from banking_app.tables import drop_unsent_changelogs, flush_changelogs
+from banking_app.turns import taking_turns
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ class KafkaOutbox:
                 record.timestamp,
                 None,
             )
-            for record in records
+            async for record in taking_turns(records)
         ]
         if pending:
             await asyncio.gather(*pending)

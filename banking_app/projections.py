@@ -23,6 +23,7 @@ from banking_app.outbox import KafkaOutbox, Record
 from banking_app.settings import settings
 from banking_app.tables import acting_as, get_json, new_table, put_json
 from banking_app.topics import OUTPUT_TOPICS, events_topic, outcome_events_topic
+from banking_app.turns import taking_turns
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,11 @@ class AccountProjection:
         self.changed.add(event.account_id)
         return True
 
-    def write(self) -> None:
-        for key, item, record in self.lines:
+    async def write(self) -> None:
+        async for key, item, record in taking_turns(self.lines):
             with acting_as(record):
                 put_json(transactions_table, key, item)
-        for account_id in self.changed:
+        async for account_id in taking_turns(self.changed):
             view, record = self.views[account_id]
             with acting_as(record):
                 put_json(account_views_table, account_id, view)
@@ -105,8 +106,10 @@ async def project_accounts(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
     """
     async for records in stream.take_events(settings.batch_size, within=settings.batch_window):
         projection = AccountProjection()
-        changed = sum(projection.fold(record) for record in records)
-        projection.write()
+        changed = 0
+        async for record in taking_turns(records):
+            changed += projection.fold(record)
+        await projection.write()
         await outbox.publish(projection.outcome_records)
         await outbox.flush()  # one produce batch per take (README: broker quirks)
         metrics.projected_total.labels("accounts").inc(changed)
@@ -118,7 +121,7 @@ async def project_outcomes(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
     """Fold each command's events into its outcome, on the partition of its command id."""
     async for records in stream.take_events(settings.batch_size, within=settings.batch_window):
         outcomes: dict[str, tuple[dict[str, Any], EventT]] = {}
-        for record in records:
+        async for record in taking_turns(records):
             event = read_event(record.message.value)
             if event is None or not event.command_id:
                 continue
@@ -128,7 +131,7 @@ async def project_outcomes(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
                 with acting_as(record):
                     outcome = get_json(command_outcomes_table, event.command_id)
             outcomes[event.command_id] = (read_model.apply_to_outcome(outcome, event), record)
-        for command_id, (outcome, record) in outcomes.items():
+        async for command_id, (outcome, record) in taking_turns(outcomes.items()):
             with acting_as(record):
                 put_json(command_outcomes_table, command_id, outcome)
         await outbox.flush()

@@ -23,6 +23,7 @@ from faust.types import EventT
 from banking_app import codec
 from banking_app.app import app
 from banking_app.settings import settings
+from banking_app.turns import taking_turns
 
 
 class BatchedTable(faust.Table):
@@ -63,7 +64,7 @@ async def flush_changelogs() -> None:
         if table.unsent:
             unsent, table.unsent = table.unsent, []
             topic = table.changelog_topic.get_topic_name()
-            for partition, key, value in unsent:
+            async for partition, key, value in taking_turns(unsent):
                 sends.append(
                     (table, await app.producer.send(topic, key, value, partition, None, None))
                 )

@@ -14,17 +14,16 @@ from banking_app.metrics import lag, observe_request, registry
 
 
 def refresh_lag() -> None:
-    """Processing lag per assigned partition, read from the consumer when scraped."""
+    """Processing lag per partition an agent consumes, read from the consumer when
+    scraped: the partition's end offset minus the next offset owed to the agent."""
     consumer = app.consumer
-    read_offsets = getattr(consumer, "_read_offset", {})  # Faust keeps no public accessor
     lag.clear()
     for tp in consumer.assignment():
         highwater = consumer.highwater(tp)
-        if highwater is None:
+        if highwater is None or not app.topics.acks_enabled_for(tp.topic):
             continue
-        last_read = read_offsets.get(tp)
-        processed = last_read + 1 if last_read is not None else 0
-        lag.labels(tp.topic, str(tp.partition)).set(max(highwater - processed, 0))
+        owed = consumer.owed(tp)  # banking_app.consumer.InOrderConsumer
+        lag.labels(tp.topic, str(tp.partition)).set(max(highwater - (owed or 0), 0))
 
 
 @app.page("/metrics")

@@ -10,6 +10,8 @@ applied in between.
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -838,6 +840,19 @@ async def test_health_metrics_and_openapi(api: Api) -> None:
     assert "banking_http_request_duration_seconds" in reply.text
     assert "banking_http_request_duration_seconds_bucket{" in reply.text
     assert 'route="/accounts/{account_id}/deposits"' in reply.text
+    # Lag is the end offset minus the next offset owed to the agent: once the deposit
+    # is done, every consumed partition is caught up.
+    deadline = time.monotonic() + 30
+    while True:
+        text = (await api.get("/metrics")).text
+        lags = [
+            (re.search(r'topic="([^"]*)"', labels).group(1), value)  # type: ignore[union-attr]
+            for labels, value in re.findall(r"^banking_consumer_lag\{([^}]*)\} (\S+)$", text, re.M)
+        ]
+        if {t for t, _ in lags} >= {"commands", "events"} and all(float(v) == 0 for _, v in lags):
+            break
+        assert time.monotonic() < deadline, lags
+        await asyncio.sleep(0.5)
 
     reply = await api.get("/openapi.json")
     assert reply.status == 200 and reply.content_type == "application/json"
