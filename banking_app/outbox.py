@@ -15,8 +15,8 @@ from typing import Protocol
 import faust
 
 from banking_app.app import app
+from banking_app.produce import Outgoing, produce
 from banking_app.tables import drop_unsent_changelogs, flush_changelogs
-from banking_app.turns import taking_turns
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,22 +54,12 @@ class KafkaOutbox:
     async def publish(self, records: list[Record]) -> None:
         if self._undeclared:
             await self._declare()
-        # Straight to Faust's producer: the topics carry raw bytes, so Topic.send's
-        # serialisation and bookkeeping per record would buy nothing.
-        send = app.producer.send
-        pending = [
-            await send(
-                record.topic.get_topic_name(),
-                record.key,
-                record.value,
-                None,
-                record.timestamp,
-                None,
-            )
-            async for record in taking_turns(records)
-        ]
-        if pending:
-            await asyncio.gather(*pending)
+        # Straight to the producer, a batch per partition (banking_app.produce): the
+        # topics carry raw bytes, so Topic.send's serialisation would buy nothing.
+        await produce(
+            Outgoing(r.topic.get_topic_name(), r.key, r.value, timestamp=r.timestamp)
+            for r in records
+        )
 
     async def flush(self) -> None:
         await flush_changelogs()

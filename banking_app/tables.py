@@ -10,7 +10,6 @@ the partitions of ``commands``.
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,8 +21,8 @@ from faust.types import EventT
 
 from banking_app import codec
 from banking_app.app import app
+from banking_app.produce import Outgoing, produce
 from banking_app.settings import settings
-from banking_app.turns import taking_turns
 
 
 class BatchedTable(faust.Table):
@@ -59,24 +58,18 @@ BATCHED: list[BatchedTable] = []
 
 async def flush_changelogs() -> None:
     """Produce every table's noted changelog writes; return once the broker has them all."""
-    sends: list[tuple[BatchedTable, Any]] = []
+    pending: list[Outgoing] = []
+    tables: dict[str, BatchedTable] = {}
     for table in BATCHED:
         if table.unsent:
             unsent, table.unsent = table.unsent, []
             topic = table.changelog_topic.get_topic_name()
-            async for partition, key, value in taking_turns(unsent):
-                sends.append(
-                    (table, await app.producer.send(topic, key, value, partition, None, None))
-                )
-    if not sends:
+            tables[topic] = table
+            pending += [Outgoing(topic, key, value, partition) for partition, key, value in unsent]
+    if not pending:
         return
-    acked = await asyncio.gather(*(future for _, future in sends))
-    highest: dict[tuple[BatchedTable, Any], int] = {}
-    for (table, _), metadata in zip(sends, acked, strict=True):
-        slot = (table, metadata.topic_partition)
-        highest[slot] = max(highest.get(slot, -1), metadata.offset)
-    for (table, tp), offset in highest.items():
-        table.data.set_persisted_offset(tp, offset)
+    for tp, offset in (await produce(pending)).items():
+        tables[tp.topic].data.set_persisted_offset(tp, offset)
 
 
 def drop_unsent_changelogs() -> None:
