@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from time import monotonic
 from typing import Any
 
@@ -39,7 +39,6 @@ class InOrderConsumer(driver.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cursors = Cursors()
-        self._deliver: Callable[[Message], Awaitable[None]] = self.callback
 
     def owed(self, tp: TP) -> int | None:
         """The next offset of ``tp`` owed to its agent (``None`` before the first seek)."""
@@ -55,12 +54,12 @@ class InOrderConsumer(driver.Consumer):
             # Faust's rule for changelogs: a record below the read offset was read.
             read = self._read_offset[tp]
             if read is None or offset >= read:
-                await self._deliver(message)
+                await self.callback(message)
                 self._read_offset[tp] = offset
             return
         verdict = self._cursors.on_record(tp, offset, monotonic())
         if verdict.action is Action.DELIVER:
-            await self._deliver(message)
+            await self.callback(message)
         elif verdict.action is Action.SEEK:
             assert verdict.offset is not None
             log.info(

@@ -200,9 +200,7 @@ async def test_the_broker_paused_under_load_loses_nothing_and_applies_nothing_tw
                 await feed.finished()
                 assert worker.process is not None and worker.process.poll() is None, logs(worker)
                 await settle(log, work.expected, broker)
-                problems = log.outcome_problems(work.expected)
-                problems += log.balance_problems(work.bank)
-                problems += [f"applied twice: {p}" for p in log.applied_twice()]
+                problems = log.problems(work)
                 assert not problems, "\n".join(problems[:50]) + logs(worker)
 
             unexpected = [f for f in feed.failures if "(retried)" not in f]

@@ -91,9 +91,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
                 await feed.finished()
 
                 await settle(log, work.expected, broker)
-                problems = log.outcome_problems(work.expected)
-                problems += log.balance_problems(work.bank)
-                problems += [f"applied twice: {p}" for p in log.applied_twice()]
+                problems = log.problems(work)
                 assert not problems, "\n".join(problems[:50]) + logs(*workers)
 
             assert last.process is not None and last.process.poll() is None, logs(last)

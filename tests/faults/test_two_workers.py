@@ -118,9 +118,7 @@ async def test_the_survivor_takes_over_the_stopped_workers_partitions(
                 await feed.finished()
 
                 await settle(log, work.expected, broker)
-                problems = log.outcome_problems(work.expected)
-                problems += log.balance_problems(work.bank)
-                problems += [f"applied twice: {p}" for p in log.applied_twice()]
+                problems = log.problems(work)
                 assert not problems, "\n".join(problems[:50]) + logs(*workers)
 
             assert survivor.process is not None and survivor.process.poll() is None

@@ -491,6 +491,12 @@ class EventLog:
             problems.append(f"money in flight: {dict(self.ledger.money_in_flight())}")
         return problems
 
+    def problems(self, work: Workload) -> list[str]:
+        """Everything wrong after a fault: outcomes other than the reference's, balances
+        other than the reference's or books that do not balance, events applied twice."""
+        problems = self.outcome_problems(work.expected) + self.balance_problems(work.bank)
+        return problems + [f"applied twice: {p}" for p in self.applied_twice()]
+
     def applied_twice(self) -> list[str]:
         """Seq-bearing events of one account with the same seq but different ids."""
         by_seq: dict[tuple[str, int], set[str]] = defaultdict(set)
