@@ -25,13 +25,7 @@ from banking_app.domain.decide import Decision, rejection
 from banking_app.outbox import KafkaOutbox, Outbox, Record
 from banking_app.processing import AccountRow, process
 from banking_app.settings import settings
-from banking_app.tables import (
-    accounts_table,
-    acting_as,
-    command_offsets_table,
-    get_json,
-    put_json,
-)
+from banking_app.tables import accounts_table, command_offsets_table, read_json, stage_json
 from banking_app.topics import (
     OUTPUT_TOPICS,
     commands_topic,
@@ -68,10 +62,10 @@ class Batch:
     """One take of the commands topic: what to publish first, and what to store after."""
 
     records: list[Record] = field(default_factory=list)
-    #: account id → (its final row in this batch, a record of its partition)
-    rows: dict[str, tuple[AccountRow, EventT]] = field(default_factory=dict)
-    #: input id → (offset it was applied at, a record of its partition)
-    offsets: dict[str, tuple[int, EventT]] = field(default_factory=dict)
+    #: account id → (its final row in this batch, its partition)
+    rows: dict[str, tuple[AccountRow, int]] = field(default_factory=dict)
+    #: input id → (offset it was applied at, its partition)
+    offsets: dict[str, tuple[int, int]] = field(default_factory=dict)
     applied: list[tuple[Command, Decision]] = field(default_factory=list)
     handled: list[Handled] = field(default_factory=list)
 
@@ -93,15 +87,13 @@ class CommandProcessor:
         async for event in taking_turns(events):
             batch.handled.append(self.decide_one(batch, event))
         await self.outbox.publish(batch.records)
-        async for account_id, (row, event) in taking_turns(batch.rows.items()):
-            with acting_as(event):
-                put_json(accounts_table, account_id, row.to_dict())
-        async for dedupe_id, (offset, event) in taking_turns(batch.offsets.items()):
-            with acting_as(event):
-                put_json(command_offsets_table, dedupe_id, offset)
+        async for account_id, (row, partition) in taking_turns(batch.rows.items()):
+            stage_json(accounts_table, account_id, row.to_dict(), partition)
+        async for dedupe_id, (offset, partition) in taking_turns(batch.offsets.items()):
+            stage_json(command_offsets_table, dedupe_id, offset, partition)
         # Wait for the changelog too: the next take then never shares a produce batch
         # with this one (see "Known broker quirks" in the README).
-        await self.outbox.flush()
+        await self.outbox.flush(TABLES)
         for command, decision in batch.applied:
             metrics.count_command(command.type, decision.events)
         return batch.handled
@@ -142,15 +134,14 @@ class CommandProcessor:
         duplicate = seen is not None and seen != message.offset
         batch.records += self.dead_letter(message, exc, data=None if duplicate else data)
         if exc.command_id is not None and not duplicate:
-            batch.offsets[exc.command_id] = (message.offset, event)
+            batch.offsets[exc.command_id] = (message.offset, message.partition)
         return Handled.DUPLICATE if duplicate else Handled.DEAD_LETTERED
 
     def seen_at(self, batch: Batch, event: EventT, dedupe_id: str) -> int | None:
         """The offset at which an input id was applied, if it was."""
         if dedupe_id in batch.offsets:
             return batch.offsets[dedupe_id][0]
-        with acting_as(event):
-            return get_json(command_offsets_table, dedupe_id)  # type: ignore[no-any-return]
+        return read_json(command_offsets_table, dedupe_id, event.message.partition)  # type: ignore[no-any-return]
 
     def on_own_partition(self, message: faust.types.Message, account_id: str) -> bool:
         """True when the record sits where the account's state lives.
@@ -176,13 +167,12 @@ class CommandProcessor:
         if command.account_id in batch.rows:
             row: AccountRow | None = batch.rows[command.account_id][0]
         else:
-            with acting_as(event):
-                stored = get_json(accounts_table, command.account_id)
+            stored = read_json(accounts_table, command.account_id, message.partition)
             row = AccountRow.from_dict(stored) if stored is not None else None
         seen = self.seen_at(batch, event, command.dedupe_id)
         result = process(row, command, message.offset, codec.iso_timestamp(message.timestamp), seen)
         if result.record_offset:
-            batch.offsets[command.dedupe_id] = (message.offset, event)
+            batch.offsets[command.dedupe_id] = (message.offset, message.partition)
         if result.duplicate:
             log.info("command %s already applied; ignoring the copy", command.dedupe_id)
             metrics.duplicates_total.labels(command.type).inc()
@@ -202,8 +192,8 @@ class CommandProcessor:
             )
             for leg in result.decision.legs
         ]
-        batch.rows[command.account_id] = (result.row, event)
-        batch.offsets[command.dedupe_id] = (message.offset, event)
+        batch.rows[command.account_id] = (result.row, message.partition)
+        batch.offsets[command.dedupe_id] = (message.offset, message.partition)
         batch.applied.append((command, result.decision))
         return Handled.APPLIED
 
@@ -259,6 +249,9 @@ class _Unparsed(Command):
 
     type = "UNPARSED"
 
+
+#: The command side's tables, written by this agent alone.
+TABLES = (accounts_table, command_offsets_table)
 
 processor = CommandProcessor(KafkaOutbox(OUTPUT_TOPICS))
 

@@ -16,7 +16,7 @@ import faust
 
 from banking_app.app import app
 from banking_app.produce import Outgoing, produce
-from banking_app.tables import drop_unsent_changelogs, flush_changelogs
+from banking_app.tables import BatchedTable, flush_changelogs, store_staged
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,14 +25,17 @@ class Record:
     key: bytes
     value: bytes
     timestamp: float | None = None
+    #: ``None``: the partition of ``key``.
+    partition: int | None = None
 
 
 class Outbox(Protocol):
     async def publish(self, records: list[Record]) -> None:
         """Return once every record is acknowledged by the broker (or raise)."""
 
-    async def flush(self) -> None:
-        """Return once everything produced so far, table changelogs included, is acked."""
+    async def flush(self, tables: tuple[BatchedTable, ...] = ()) -> None:
+        """Return once everything produced so far is acked, and ``tables``' staged
+        writes are in their changelogs and then in the local store."""
 
 
 class KafkaOutbox:
@@ -57,12 +60,12 @@ class KafkaOutbox:
         # Straight to the producer, a batch per partition (banking_app.produce): the
         # topics carry raw bytes, so Topic.send's serialisation would buy nothing.
         await produce(
-            Outgoing(r.topic.get_topic_name(), r.key, r.value, timestamp=r.timestamp)
+            Outgoing(r.topic.get_topic_name(), r.key, r.value, r.partition, r.timestamp)
             for r in records
         )
 
-    async def flush(self) -> None:
-        await flush_changelogs()
+    async def flush(self, tables: tuple[BatchedTable, ...] = ()) -> None:
+        await flush_changelogs(tables)
         await app.producer.flush()
 
 
@@ -73,8 +76,8 @@ class RecordingOutbox:
     async def publish(self, records: list[Record]) -> None:
         self.records.extend(records)
 
-    async def flush(self) -> None:
-        drop_unsent_changelogs()
+    async def flush(self, tables: tuple[BatchedTable, ...] = ()) -> None:
+        store_staged(tables)
 
     def on(self, topic: faust.TopicT) -> list[Record]:
         return [record for record in self.records if record.topic is topic]

@@ -3,8 +3,13 @@
 They read events only, never the command side's tables (CQRS), so the read model can be
 rebuilt from the log. ``account-views`` and ``transactions`` are keyed by account, as
 ``events`` is; ``command-outcomes`` is keyed by command id, so the outcome events are
-first re-keyed by command id onto ``command-outcome-events`` (a repartition, as Faust's
+first repartitioned by command id onto ``command-outcome-events`` (as Faust's
 ``group_by`` would do, folded into the pass that already reads every event).
+
+A record of ``command-outcome-events`` carries a JSON array of the events of one take
+bound for its partition, not one event: the repartition then costs the outcome agent a
+record per partition and take instead of a record per event (docs/BENCHMARKS.md). It
+still accepts a record holding a single event, as earlier releases wrote them.
 """
 
 from __future__ import annotations
@@ -14,15 +19,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
-from faust.types import EventT
 
 from banking_app import codec, metrics, read_model
 from banking_app.app import app
 from banking_app.domain import Event, event_from_dict
 from banking_app.outbox import KafkaOutbox, Record
 from banking_app.settings import settings
-from banking_app.tables import acting_as, get_json, new_table, put_json
-from banking_app.topics import OUTPUT_TOPICS, events_topic, outcome_events_topic
+from banking_app.tables import new_table, read_json, stage_json
+from banking_app.topics import OUTPUT_TOPICS, events_topic, outcome_events_topic, partition_for
 from banking_app.turns import taking_turns
 
 log = logging.getLogger(__name__)
@@ -30,43 +34,88 @@ log = logging.getLogger(__name__)
 account_views_table = new_table("account-views")
 transactions_table = new_table("transactions")
 command_outcomes_table = new_table("command-outcomes")
+VIEW_TABLES = (account_views_table, transactions_table)
+
+#: A repartitioned record holds events up to about this many bytes (a single larger
+#: event goes alone), well under the producer's request limit.
+BUNDLE_BYTES = 256 * 1024
 
 
-def read_event(value: bytes) -> Event | None:
-    """Decode an event of any schema version; a record that is not one is logged and skipped."""
+def read_event(data: Any) -> Event | None:
+    """Decode an event of any schema version; a value that is not one is logged and skipped."""
     try:
-        return event_from_dict(codec.loads(value))
+        return event_from_dict(data)
     except (ValueError, KeyError, TypeError) as exc:
-        log.error("skipping a record of events that is not an event (%s): %r", exc, value[:200])
+        log.error("skipping a record of events that is not an event (%s): %r", exc, data)
         return None
+
+
+def read_events(value: bytes | None) -> list[Event]:
+    """The events of one record: one event, or a JSON array of them (a repartitioned take)."""
+    if value is None:
+        return []
+    try:
+        data = codec.loads(value)
+    except ValueError as exc:
+        log.error("skipping a record of events that is not JSON (%s): %r", exc, value[:200])
+        return []
+    found = (read_event(item) for item in (data if isinstance(data, list) else [data]))
+    return [event for event in found if event is not None]
+
+
+class Bundles:
+    """Event values grouped by the partition of their command id, as JSON arrays."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.open: dict[int, tuple[list[bytes], int]] = {}
+        self.records: list[Record] = []
+
+    def add(self, command_id: str, value: bytes) -> None:
+        partition = partition_for(codec.key(command_id), self.partitions)
+        values, size = self.open.get(partition, ([], 0))
+        if values and size + len(value) > BUNDLE_BYTES:
+            self._close(partition, values)
+            values, size = [], 0
+        values.append(value)
+        self.open[partition] = (values, size + len(value) + 1)
+
+    def _close(self, partition: int, values: list[bytes]) -> None:
+        value = b"[" + b",".join(values) + b"]"
+        self.records.append(Record(outcome_events_topic, b"", value, partition=partition))
+
+    def close(self) -> list[Record]:
+        for partition, (values, _) in self.open.items():
+            self._close(partition, values)
+        self.open = {}
+        return self.records
 
 
 class AccountProjection:
     """One take of events folded into account views and history lines.
 
-    Each view is read once and written once per take, under a record of its own
-    partition; history lines are written before the view that makes them visible.
+    Each view is read once and written once per take, in its own partition; history
+    lines are written before the view that makes them visible.
     """
 
     def __init__(self) -> None:
-        self.views: dict[str, tuple[dict[str, Any] | None, EventT]] = {}
+        self.views: dict[str, tuple[dict[str, Any] | None, int]] = {}
         self.changed: set[str] = set()
-        self.lines: list[tuple[str, dict[str, Any], EventT]] = []
-        self.outcome_records: list[Record] = []
+        self.lines: list[tuple[str, dict[str, Any], int]] = []
+        self.outcomes = Bundles(settings.partitions)
 
-    def fold(self, record: EventT) -> bool:
-        event = read_event(record.message.value)
-        if event is None:
-            return False
+    def fold(self, message: faust.types.Message) -> bool:
+        events = read_events(message.value)
+        if len(events) != 1:
+            return False  # the events topic holds one event per record
+        event = events[0]
         if event.command_id:
-            self.outcome_records.append(
-                Record(outcome_events_topic, codec.key(event.command_id), record.message.value)
-            )
+            self.outcomes.add(event.command_id, message.value)
+        partition = message.partition
         if event.account_id in self.views:
             view = self.views[event.account_id][0]
         else:
-            with acting_as(record):
-                view = get_json(account_views_table, event.account_id)
+            view = read_json(account_views_table, event.account_id, partition)
         try:
             updated = read_model.apply_to_view(view, event)
         except read_model.SeqGap as gap:
@@ -77,19 +126,18 @@ class AccountProjection:
             return False
         item = read_model.history_item(event)
         if item is not None:
-            self.lines.append((read_model.history_key(event.account_id, item["seq"]), item, record))
-        self.views[event.account_id] = (updated, record)
+            key = read_model.history_key(event.account_id, item["seq"])
+            self.lines.append((key, item, partition))
+        self.views[event.account_id] = (updated, partition)
         self.changed.add(event.account_id)
         return True
 
     async def write(self) -> None:
-        async for key, item, record in taking_turns(self.lines):
-            with acting_as(record):
-                put_json(transactions_table, key, item)
+        async for key, item, partition in taking_turns(self.lines):
+            stage_json(transactions_table, key, item, partition)
         async for account_id in taking_turns(self.changed):
-            view, record = self.views[account_id]
-            with acting_as(record):
-                put_json(account_views_table, account_id, view)
+            view, partition = self.views[account_id]
+            stage_json(account_views_table, account_id, view, partition)
 
 
 outbox = KafkaOutbox(OUTPUT_TOPICS)
@@ -97,21 +145,21 @@ outbox = KafkaOutbox(OUTPUT_TOPICS)
 
 @app.agent(events_topic)
 async def project_accounts(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
-    """Fold events into account views and histories, and re-key the events by command.
+    """Fold events into account views and histories, and repartition them by command.
 
-    Views are written before the re-keyed copies are published, so by the time an outcome
-    shows an event, every account view already shows it too (read-your-writes for
-    ``?wait=true``). A crash between the two re-sends the copies on reprocessing, which
-    the outcome fold ignores (event ids).
+    Views are stored before the repartitioned events are published, so by the time an
+    outcome shows an event, every account view already shows it too (read-your-writes
+    for ``?wait=true``). A crash between the two re-sends the events on reprocessing,
+    which the outcome fold ignores (event ids).
     """
     async for records in stream.take_events(settings.batch_size, within=settings.batch_window):
         projection = AccountProjection()
         changed = 0
         async for record in taking_turns(records):
-            changed += projection.fold(record)
+            changed += projection.fold(record.message)
         await projection.write()
-        await outbox.publish(projection.outcome_records)
-        await outbox.flush()  # one produce batch per take (README: broker quirks)
+        await outbox.flush(VIEW_TABLES)
+        await outbox.publish(projection.outcomes.close())
         metrics.projected_total.labels("accounts").inc(changed)
         yield changed
 
@@ -120,20 +168,20 @@ async def project_accounts(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
 async def project_outcomes(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
     """Fold each command's events into its outcome, on the partition of its command id."""
     async for records in stream.take_events(settings.batch_size, within=settings.batch_window):
-        outcomes: dict[str, tuple[dict[str, Any], EventT]] = {}
-        async for record in taking_turns(records):
-            event = read_event(record.message.value)
-            if event is None or not event.command_id:
-                continue
-            if event.command_id in outcomes:
-                outcome: dict[str, Any] | None = outcomes[event.command_id][0]
-            else:
-                with acting_as(record):
-                    outcome = get_json(command_outcomes_table, event.command_id)
-            outcomes[event.command_id] = (read_model.apply_to_outcome(outcome, event), record)
-        async for command_id, (outcome, record) in taking_turns(outcomes.items()):
-            with acting_as(record):
-                put_json(command_outcomes_table, command_id, outcome)
-        await outbox.flush()
+        outcomes: dict[str, tuple[dict[str, Any], int]] = {}
+        async for record in taking_turns(records, every=1):
+            partition = record.message.partition
+            for event in read_events(record.message.value):
+                if not event.command_id:
+                    continue
+                if event.command_id in outcomes:
+                    outcome: dict[str, Any] | None = outcomes[event.command_id][0]
+                else:
+                    outcome = read_json(command_outcomes_table, event.command_id, partition)
+                updated = read_model.apply_to_outcome(outcome, event)
+                outcomes[event.command_id] = (updated, partition)
+        async for command_id, (outcome, partition) in taking_turns(outcomes.items()):
+            stage_json(command_outcomes_table, command_id, outcome, partition)
+        await outbox.flush((command_outcomes_table,))
         metrics.projected_total.labels("outcomes").inc(len(outcomes))
         yield len(outcomes)

@@ -10,75 +10,114 @@ the partitions of ``commands``.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any
 
 import faust
-from faust.streams import _current_event  # no public setter; see acting_as
-from faust.types import EventT
+from faust.stores.rocksdb import Store as RocksDBStore
+from rocksdict import WriteBatch
 
 from banking_app import codec
 from banking_app.app import app
 from banking_app.produce import Outgoing, produce
 from banking_app.settings import settings
 
+Writes = dict[bytes, bytes | None]
+
 
 class BatchedTable(faust.Table):
-    """A Table whose changelog writes are produced together, by ``flush_changelogs``.
+    """A Faust Table the agents read and write a take at a time, in their own order.
 
-    Faust produces each changelog write on its own: a FutureMessage through its
-    producer buffer, and on every acknowledgement a RocksDB write of the partition's
-    persisted offset. The agents write their tables once per take and wait for the
-    writes anyway before their inputs are acknowledged, so here a write is only noted,
-    and the take's writes are sent in one go with one persisted offset per partition:
-    the same records, in the same order, for a fraction of the work (docs/BENCHMARKS.md).
+    Faust's path for ``table[key] = value`` costs, per write, a RocksDB put with its own
+    write-ahead-log ``write()`` call (the largest single item in the worker's profile),
+    a changelog FutureMessage through the producer buffer, and on every acknowledgement
+    another RocksDB put for the partition's persisted offset; ``table.get`` is two
+    lookups. Here an agent stages its take's writes (``stage``), which it reads back
+    itself (``read``, one lookup), and ``flush_changelogs`` then produces them, and once
+    the broker has them writes each partition's share and its persisted offset as one
+    RocksDB write batch. The same records reach the same changelog partitions in the
+    same order, and the local store never holds a write its changelog lacks
+    (docs/BENCHMARKS.md has the figures).
+
+    The table stays Faust's: its changelog, recovery, standbys and ``table_route`` are
+    untouched, and the web views read it with ``get_json`` as before.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.unsent: list[tuple[int | None, bytes, bytes | None]] = []
-        BATCHED.append(self)
+        #: partition → key → value (None: delete), written in insertion order.
+        self.staged: dict[int, Writes] = {}
 
-    def on_key_set(self, key: Any, value: Any) -> None:
-        # Keys and values are raw bytes (key_type and value_type bytes, raw codecs);
-        # the partition is the current record's, as Faust's own path takes it.
-        self.unsent.append((self.partition_for_key(key), key, value))
-        self._sensor_on_set(self, key, value)
+    def stage(self, key: bytes, value: bytes | None, partition: int) -> None:
+        writes = self.staged.setdefault(partition, {})
+        writes.pop(key, None)  # keep the order of the writes, the last one last
+        writes[key] = value
 
-    def on_key_del(self, key: Any) -> None:
-        self.unsent.append((self.partition_for_key(key), key, None))
-        self._sensor_on_del(self, key)
+    def read(self, key: bytes, partition: int) -> bytes | None:
+        """The value of ``key`` in ``partition``, staged writes first."""
+        writes = self.staged.get(partition)
+        if writes is not None and key in writes:
+            return writes[key]
+        store = self.data
+        if isinstance(store, RocksDBStore):
+            return store._db_for_partition(partition).get(key)  # type: ignore[no-any-return]
+        return store.data.get(key)  # type: ignore[attr-defined,no-any-return]
+
+    def store_staged(self, offsets: dict[int, int]) -> None:
+        """Move the staged writes into the local store, with each partition's changelog
+        offset (``offsets``) in the same write batch."""
+        staged, self.staged = self.staged, {}
+        store = self.data
+        if not isinstance(store, RocksDBStore):  # the memory store of agent unit tests
+            for writes in staged.values():
+                for key, value in writes.items():
+                    if value is None:
+                        store.data.pop(key, None)  # type: ignore[attr-defined]
+                    else:
+                        store.data[key] = value  # type: ignore[attr-defined]
+            return
+        for partition, writes in staged.items():
+            batch = WriteBatch(raw_mode=True)
+            for key, value in writes.items():
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+            if partition in offsets:
+                batch.put(store.offset_key, str(offsets[partition]).encode())
+            store._db_for_partition(partition).write(batch)
 
 
-#: Every BatchedTable, in the order they were made.
-BATCHED: list[BatchedTable] = []
-
-
-async def flush_changelogs() -> None:
-    """Produce every table's noted changelog writes; return once the broker has them all."""
+async def flush_changelogs(tables: Iterable[BatchedTable]) -> None:
+    """Produce the tables' staged writes to their changelogs; once the broker has them
+    all, store them locally (``BatchedTable.store_staged``)."""
     pending: list[Outgoing] = []
-    tables: dict[str, BatchedTable] = {}
-    for table in BATCHED:
-        if table.unsent:
-            unsent, table.unsent = table.unsent, []
+    by_topic: dict[str, BatchedTable] = {}
+    for table in tables:
+        if table.staged:
             topic = table.changelog_topic.get_topic_name()
-            tables[topic] = table
-            pending += [Outgoing(topic, key, value, partition) for partition, key, value in unsent]
+            by_topic[topic] = table
+            pending += [
+                Outgoing(topic, key, value, partition)
+                for partition, writes in table.staged.items()
+                for key, value in writes.items()
+            ]
     if not pending:
         return
+    offsets: dict[str, dict[int, int]] = {topic: {} for topic in by_topic}
     for tp, offset in (await produce(pending)).items():
-        tables[tp.topic].data.set_persisted_offset(tp, offset)
+        offsets[tp.topic][tp.partition] = offset
+    for topic, table in by_topic.items():
+        table.store_staged(offsets[topic])
 
 
-def drop_unsent_changelogs() -> None:
-    """Forget noted writes (agent unit tests, which run without a broker)."""
-    for table in BATCHED:
-        table.unsent.clear()
+def store_staged(tables: Iterable[BatchedTable]) -> None:
+    """Store staged writes without producing them (agent unit tests: no broker)."""
+    for table in tables:
+        table.store_staged({})
 
 
-def new_table(name: str) -> faust.Table:
+def new_table(name: str) -> BatchedTable:
     """A RocksDB table of JSON values whose keys are raw UTF-8 bytes.
 
     ``key_type=bytes`` makes Faust write the changelog key as the raw bytes (its
@@ -86,42 +125,33 @@ def new_table(name: str) -> faust.Table:
     partition ``table_route`` computes from a URL segment, and the partition of the
     topic the table is fed from all hash the same bytes.
     """
-    return app.tables.add(
-        BatchedTable(
-            app,
-            name=name,
-            beacon=app.tables.beacon,
-            default=None,
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions,
-        )
+    table = BatchedTable(
+        app,
+        name=name,
+        beacon=app.tables.beacon,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
     )
-
-
-@contextmanager
-def acting_as(event: EventT) -> Iterator[None]:
-    """Read and write tables as if ``event`` were the stream's current event.
-
-    Faust picks a table key's partition (its RocksDB file and its changelog partition)
-    from the current event, which it sets only while a stream iterates one event at a
-    time; a batch from ``take_events`` has none. The agents write each key under the
-    record it came from, exactly as the one-at-a-time path would.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+    app.tables.add(table)
+    return table
 
 
 def get_json(table: faust.Table, key: str) -> Any:
+    """The stored value of ``key``, read through Faust (the web views, outside a take)."""
     stored = table.get(codec.key(key))
     return codec.loads(stored) if stored is not None else None
 
 
-def put_json(table: faust.Table, key: str, value: Any) -> None:
-    table[codec.key(key)] = codec.dumps(value)
+def read_json(table: BatchedTable, key: str, partition: int) -> Any:
+    """The value of ``key`` as an agent sees it during a take: its staged writes first."""
+    stored = table.read(codec.key(key), partition)
+    return codec.loads(stored) if stored is not None else None
+
+
+def stage_json(table: BatchedTable, key: str, value: Any, partition: int) -> None:
+    table.stage(codec.key(key), codec.dumps(value), partition)
 
 
 accounts_table = new_table("accounts")
