@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import TopicPartition
 
 from banking_app.app import app
@@ -54,15 +55,21 @@ async def produce(records: Iterable[Outgoing]) -> dict[TopicPartition, int]:
             partition = _partition(record.key, counts[record.topic])
         grouped.setdefault((record.topic, partition), []).append(record)
     sent: list[tuple[asyncio.Future, int]] = []
+
+    async def send(batch: BatchBuilder, topic: str, partition: int, size: int) -> None:
+        # Closed: complete, so the sender takes it now instead of letting it linger.
+        batch.close()
+        sent.append((await producer.send_batch(batch, topic, partition=partition), size))
+
     for (topic, partition), members in grouped.items():
         batch, size = producer.create_batch(), 0
         for record in members:
             timestamp = int(record.timestamp * 1000) if record.timestamp else None
             while batch.append(key=record.key, value=record.value, timestamp=timestamp) is None:
-                sent.append((await producer.send_batch(batch, topic, partition=partition), size))
+                await send(batch, topic, partition, size)
                 batch, size = producer.create_batch(), 0
             size += 1
-        sent.append((await producer.send_batch(batch, topic, partition=partition), size))
+        await send(batch, topic, partition, size)
     highest: dict[TopicPartition, int] = {}
     for metadata, size in zip(
         await asyncio.gather(*(f for f, _ in sent)), (s for _, s in sent), strict=True
