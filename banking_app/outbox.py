@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import faust
 
@@ -19,8 +19,7 @@ from banking_app.produce import Outgoing, produce
 from banking_app.tables import BatchedTable, flush_changelogs, store_staged
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     topic: faust.TopicT
     key: bytes
     value: bytes

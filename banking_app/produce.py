@@ -1,7 +1,7 @@
 """Producing a take's records together: one aiokafka batch per partition.
 
 Faust's ``Producer.send`` hands each record to aiokafka on its own: a partitioner call
-(pure-Python murmur2), a message future and accumulator bookkeeping per record, which
+(murmur2), a message future and accumulator bookkeeping per record, which
 the worker's profile put at an eighth of its event loop. The agents produce a take's
 records at once and wait for all of them, so here they are grouped by partition and
 appended to aiokafka batches (``create_batch``/``send_batch``), one future per batch.
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import lru_cache
+from typing import NamedTuple
 
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import TopicPartition
@@ -23,8 +22,7 @@ from banking_app.topics import partition_for
 from banking_app.turns import taking_turns
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     topic: str
     key: bytes | None
     value: bytes | None
@@ -32,11 +30,6 @@ class Outgoing:
     partition: int | None = None
     #: Seconds since the epoch (``None``: the broker's clock).
     timestamp: float | None = None
-
-
-@lru_cache(maxsize=1 << 16)
-def _partition(key: bytes, partitions: int) -> int:
-    return partition_for(key, partitions)
 
 
 async def produce(records: Iterable[Outgoing]) -> dict[TopicPartition, int]:
@@ -52,7 +45,7 @@ async def produce(records: Iterable[Outgoing]) -> dict[TopicPartition, int]:
                 counts[record.topic] = len(await producer.partitions_for(record.topic))
             if record.key is None:
                 raise ValueError(f"a record for {record.topic} needs a key or a partition")
-            partition = _partition(record.key, counts[record.topic])
+            partition = partition_for(record.key, counts[record.topic])
         grouped.setdefault((record.topic, partition), []).append(record)
     sent: list[tuple[asyncio.Future, int]] = []
 

@@ -7,13 +7,31 @@ dropped by Faust's value decoder.
 
 from __future__ import annotations
 
+import struct
+from functools import lru_cache
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 
 from banking_app.app import app
 from banking_app.settings import settings
+
+
+class RawSchema(faust.Schema):
+    """Keys and values as the bytes on the wire, handed to the agents without a codec.
+
+    Faust's schema passes each record through its serializer registry (the ``raw``
+    codec, which returns the bytes it is given) and looks the Event class up in the
+    settings, for every record; this builds the same Event directly.
+    """
+
+    def compile(self, app: Any, **_: Any) -> Any:
+        event_type = app.conf.Event
+
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
+            return event_type(app, message.key, message.value, message.headers, message)
+
+        return decode
 
 
 def raw_topic(name: str, **options: Any) -> faust.TopicT:
@@ -24,10 +42,9 @@ def raw_topic(name: str, **options: Any) -> faust.TopicT:
     """
     return app.topic(
         name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
+        schema=RawSchema(
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        ),
         partitions=settings.partitions,
         internal=True,
         **options,
@@ -44,6 +61,42 @@ outcome_events_topic = raw_topic("command-outcome-events")
 OUTPUT_TOPICS = (events_topic, dead_letters_topic, commands_topic, outcome_events_topic)
 
 
+@lru_cache(maxsize=1 << 16)
 def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default (Java, murmur2) partitioner picks for ``key``."""
+    """The partition Kafka's default (Java, murmur2) partitioner picks for ``key``.
+
+    Cached: account ids recur on every command and event of their account.
+    """
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+_M = 0x5BD1E995
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``), unsigned.
+
+    The same function as ``aiokafka.partitioner.murmur2`` (a property test holds them
+    equal), in half its time: the words are unpacked at once and the 32-bit masks
+    applied once per step. Command ids, unique, are hashed on every event.
+    """
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    for k in struct.unpack_from(f"<{words}I", data) if words else ():
+        k = (k * _M) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * _M) & 0xFFFFFFFF
+        h = ((h * _M) & 0xFFFFFFFF) ^ k
+    tail = length & 3
+    if tail:
+        base = length & ~3
+        if tail >= 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h ^= data[base]
+        h = (h * _M) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * _M) & 0xFFFFFFFF
+    return h ^ (h >> 15)

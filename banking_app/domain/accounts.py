@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -35,11 +35,16 @@ class Account:
         return self.status is AccountStatus.OPEN
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: it deep-copies every field (the status enum included),
+        # which showed in the worker's profile; every field here is immutable.
+        return {name: getattr(self, name) for name in _ACCOUNT_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Account:
         return cls(**{**data, "status": AccountStatus(data["status"])})
+
+
+_ACCOUNT_FIELDS = tuple(f.name for f in fields(Account))
 
 
 def evolve(state: Account | None, event: ev.Event) -> Account | None:

@@ -8,6 +8,7 @@ never drawn at random, so a reprocessed command yields the same event id.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, fields
 from functools import cache
@@ -18,9 +19,20 @@ SCHEMA_VERSION = 2
 EVENT_ID_NAMESPACE = uuid.UUID("5b0f3d1e-8a4c-4f43-9a55-6b2a3c1d9e70")
 
 
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+
 def event_id_for(dedupe_id: str) -> str:
-    """The id of the one event a command (or a saga leg of it) ends in."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, dedupe_id))
+    """The id of the one event a command (or a saga leg of it) ends in.
+
+    ``str(uuid.uuid5(EVENT_ID_NAMESPACE, dedupe_id))``, computed without the two UUID
+    objects the standard library makes on the way (a tenth of the domain's time).
+    """
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + dedupe_id.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @cache
