@@ -32,7 +32,7 @@ from banking_app.delivery import Action, Cursors
 log = logging.getLogger(__name__)
 
 #: Records handed over between two yields to the event loop (Faust's own figure).
-YIELD_EVERY = 10
+YIELD_EVERY = 50
 
 
 class InOrderConsumer(driver.Consumer):

@@ -56,6 +56,10 @@ class Verdict:
     offset: int | None = None
 
 
+DELIVER = Verdict(Action.DELIVER)
+SKIP = Verdict(Action.SKIP)
+
+
 class Cursors:
     """The next owed offset of every partition, when it last moved, and the seeks back
     in progress."""
@@ -105,11 +109,11 @@ class Cursors:
             self._owed[tp] = offset + 1
             self._moved[tp] = now
             self._seeking.discard(tp)
-            return Verdict(Action.DELIVER)
+            return DELIVER
         if offset < owed:
-            return Verdict(Action.DELIVER)
+            return DELIVER
         if tp in self._seeking:
-            return Verdict(Action.SKIP)
+            return SKIP
         return Verdict(Action.SEEK, owed)
 
     def stalled(self, now: float) -> list[tuple[Hashable, int]]:

@@ -26,7 +26,7 @@ from banking_app.domain import Event, event_from_dict
 from banking_app.outbox import KafkaOutbox, Record
 from banking_app.settings import settings
 from banking_app.tables import new_table, read_json, stage_json
-from banking_app.topics import OUTPUT_TOPICS, events_topic, outcome_events_topic, partition_for
+from banking_app.topics import OUTPUT_TOPICS, events_topic, hash_partition, outcome_events_topic
 from banking_app.turns import taking_turns
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Bundles:
         self.records: list[Record] = []
 
     def add(self, command_id: str, value: bytes) -> None:
-        partition = partition_for(codec.key(command_id), self.partitions)
+        partition = hash_partition(codec.key(command_id), self.partitions)
         values, size = self.open.get(partition, ([], 0))
         if values and size + len(value) > BUNDLE_BYTES:
             self._close(partition, values)

@@ -61,13 +61,14 @@ outcome_events_topic = raw_topic("command-outcome-events")
 OUTPUT_TOPICS = (events_topic, dead_letters_topic, commands_topic, outcome_events_topic)
 
 
-@lru_cache(maxsize=1 << 16)
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default (Java, murmur2) partitioner picks for ``key``.
-
-    Cached: account ids recur on every command and event of their account.
-    """
+def hash_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default (Java, murmur2) partitioner picks for ``key``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+#: ``hash_partition``, cached for keys that recur: account ids come with every command
+#: and event of their account. (Command ids are unique: hash them uncached.)
+partition_for = lru_cache(maxsize=1 << 16)(hash_partition)
 
 
 _M = 0x5BD1E995

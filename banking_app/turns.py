@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TypeVar
 
 #: Items handled between two turns given to other tasks.
-TURN = 32
+TURN = 16
 
 T = TypeVar("T")
 
