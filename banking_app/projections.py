@@ -41,9 +41,23 @@ VIEW_TABLES = (account_views_table, transactions_table)
 BUNDLE_BYTES = 256 * 1024
 
 
+def decode(value: bytes | None) -> Any:
+    """A record's JSON value; ``None`` (logged) when it has none or it is not JSON."""
+    try:
+        data = codec.loads(value) if value is not None else None
+    except ValueError as exc:
+        log.error("skipping a record of events that is not JSON (%s): %r", exc, value[:200])
+        return None
+    if data is None:
+        log.error("skipping a record of events without a value")
+    return data
+
+
 def read_event(data: Any) -> Event | None:
     """Decode an event of any schema version; a value that is not one is logged and skipped."""
     try:
+        if not isinstance(data, dict):
+            raise TypeError(f"an event is a JSON object, not {type(data).__name__}")
         return event_from_dict(data)
     except (ValueError, KeyError, TypeError) as exc:
         log.error("skipping a record of events that is not an event (%s): %r", exc, data)
@@ -51,13 +65,10 @@ def read_event(data: Any) -> Event | None:
 
 
 def read_events(value: bytes | None) -> list[Event]:
-    """The events of one record: one event, or a JSON array of them (a repartitioned take)."""
-    if value is None:
-        return []
-    try:
-        data = codec.loads(value)
-    except ValueError as exc:
-        log.error("skipping a record of events that is not JSON (%s): %r", exc, value[:200])
+    """The events of a ``command-outcome-events`` record: a JSON array of them (a
+    repartitioned take), or one event (as earlier releases wrote them)."""
+    data = decode(value)
+    if data is None:
         return []
     found = (read_event(item) for item in (data if isinstance(data, list) else [data]))
     return [event for event in found if event is not None]
@@ -105,10 +116,10 @@ class AccountProjection:
         self.outcomes = Bundles(settings.partitions)
 
     def fold(self, message: faust.types.Message) -> bool:
-        events = read_events(message.value)
-        if len(events) != 1:
-            return False  # the events topic holds one event per record
-        event = events[0]
+        data = decode(message.value)
+        event = read_event(data) if data is not None else None
+        if event is None:
+            return False
         if event.command_id:
             self.outcomes.add(event.command_id, message.value)
         partition = message.partition

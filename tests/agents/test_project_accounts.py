@@ -1,4 +1,4 @@
-"""The account projection under Faust's agent harness (memory tables, no broker)."""
+"""The projection agents under Faust's agent harness (memory tables, no broker)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ from banking_app.app import app
 from banking_app.domain import commands as cmd
 from banking_app.domain import decide, evolve
 from banking_app.outbox import RecordingOutbox
-from banking_app.projections import account_views_table, project_accounts
+from banking_app.projections import (
+    account_views_table,
+    command_outcomes_table,
+    project_accounts,
+    project_outcomes,
+)
 from banking_app.tables import get_json
-from banking_app.topics import partition_for
+from banking_app.topics import outcome_events_topic, partition_for
 
 
 @pytest.fixture()
@@ -27,6 +32,17 @@ async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
             yield agent
     finally:
         account_views_table.data.clear()
+
+
+@pytest.fixture()
+async def outcomes(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    app.finalize()
+    monkeypatch.setattr(projections, "outbox", RecordingOutbox())
+    try:
+        async with project_outcomes.test_context() as agent:
+            yield agent
+    finally:
+        command_outcomes_table.data.clear()
 
 
 def account_events(*commands: cmd.Command) -> list[dict[str, Any]]:
@@ -66,3 +82,44 @@ async def test_an_event_after_a_missing_one_leaves_the_view_as_it_was(harness: A
     await project(harness, third)
     view = get_json(account_views_table, "gap")
     assert (view["balance"], view["version"]) == (123, 4)
+
+
+async def test_a_record_that_is_not_one_event_object_is_skipped_and_the_next_applied(
+    harness: Any,
+) -> None:
+    (opened,) = account_events(
+        cmd.CreateAccount(command_id="n1", account_id="odd", owner="Olga", currency="EUR")
+    )
+    key = codec.key("odd")
+    for value in (b'"hello"', b"42", b"null", b"not json", codec.dumps([opened])):
+        await harness.put(value, key=key, partition=partition_for(key, 8))
+    assert get_json(account_views_table, "odd") is None  # not even the event in an array
+
+    await project(harness, opened)
+
+    view = get_json(account_views_table, "odd")
+    assert (view["owner"], view["version"]) == ("Olga", 1)
+    forwarded = projections.outbox.on(outcome_events_topic)
+    assert [codec.loads(record.value) for record in forwarded] == [[opened]]
+
+
+async def test_outcomes_fold_bundles_and_single_events_skipping_what_is_not_an_event(
+    outcomes: Any,
+) -> None:
+    opened, deposited = account_events(
+        cmd.CreateAccount(command_id="o1", account_id="out", owner="Otto", currency="EUR"),
+        cmd.Deposit(command_id="o2", account_id="out", amount=5),
+    )
+    bundle = b"[" + b",".join([codec.dumps(opened), b'"junk"', b"7"]) + b"]"
+    await outcomes.put(bundle, key=b"", partition=0)
+    await outcomes.put(codec.dumps(deposited), key=b"", partition=0)  # an earlier release's
+
+    first, second = get_json(command_outcomes_table, "o1"), get_json(command_outcomes_table, "o2")
+    assert (first["status"], [e["type"] for e in first["events"]]) == (
+        "accepted",
+        ["AccountCreated"],
+    )
+    assert (second["status"], [e["type"] for e in second["events"]]) == (
+        "accepted",
+        ["MoneyDeposited"],
+    )
