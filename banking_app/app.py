@@ -34,6 +34,11 @@ class BankApp(faust.App):
     """Faust's App on our transport (see ``banking_app.transport``), which waits for its
     broker instead of exiting when it is not there yet."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gc_settled = False
+        self.on_rebalance_complete.connect(self._after_first_recovery)
+
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
 
@@ -47,8 +52,6 @@ class BankApp(faust.App):
             self._gc_settled = True
             settle_garbage_collector()
 
-    _gc_settled = False
-
     def on_init_dependencies(self) -> Any:
         dependencies = super().on_init_dependencies()
         # Faust's Monitor sensor books every message and stream event in Python dicts
@@ -58,7 +61,6 @@ class BankApp(faust.App):
         return dependencies
 
     async def on_first_start(self) -> None:
-        self.on_rebalance_complete.connect(self._after_first_recovery)
         await wait_for_broker(settings.bootstrap_servers)
         await super().on_first_start()
 

@@ -1,0 +1,40 @@
+"""What the app changes in Faust's worker set-up: the garbage collector settled after
+the first recovery, and no Monitor sensor booking every message."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from banking_app import app as app_module
+from banking_app.app import GC_THRESHOLDS, app, settle_garbage_collector
+
+
+async def test_the_first_recovery_settles_the_garbage_collector_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settled: list[bool] = []
+    monkeypatch.setattr(app_module, "settle_garbage_collector", lambda: settled.append(True))
+    monkeypatch.setattr(app, "_gc_settled", False)
+
+    await app.on_rebalance_complete.send()
+    await app.on_rebalance_complete.send()  # a later rebalance
+
+    assert settled == [True]
+
+
+def test_settling_freezes_what_is_alive_and_sets_the_thresholds() -> None:
+    thresholds = gc.get_threshold()
+    try:
+        settle_garbage_collector()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def test_faust_monitor_is_not_a_sensor_of_the_worker() -> None:
+    app.on_init_dependencies()  # what the worker calls as it starts
+    assert app.monitor not in list(app.sensors)
