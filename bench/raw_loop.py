@@ -4,6 +4,7 @@ and produces one event per command, with no state. Runs as its own process."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import orjson
@@ -43,4 +44,9 @@ async def main(bootstrap: str, source: str, target: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    if os.environ.get("FAUST_LOOP") == "uvloop":
+        import uvloop
+
+        uvloop.run(main(*sys.argv[1:4]))
+    else:
+        asyncio.run(main(*sys.argv[1:4]))

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from banking_app.local_cluster import Broker, Worker
+from banking_app.main import default_loop
 from bench.kafka import Watcher, count_reached, create_topics, produce, versions_reached
 
 VIEWS = "banking-app-account-views-changelog"
@@ -182,11 +183,20 @@ def start_bank(broker: Broker, directory: Path) -> Bank:
     return bank
 
 
+def same_loop_env(**extra: str) -> dict[str, str]:
+    """A baseline's environment, on the event loop the bank's worker chooses (uvloop
+    when installed), so a ratio compares the code and not the loop."""
+    env = {**os.environ, **extra}
+    default_loop(env, [])
+    return env
+
+
 async def raw_baseline(broker: Broker, n: int) -> float:
     """Baseline (a): aiokafka consume → produce one event per command, no state."""
     await create_topics(broker.bootstrap, ["raw-commands", "raw-events"], PARTITIONS)
     loop = subprocess.Popen(
         [sys.executable, "-m", "bench.raw_loop", broker.bootstrap, "raw-commands", "raw-events"],
+        env=same_loop_env(),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -203,12 +213,11 @@ async def raw_baseline(broker: Broker, n: int) -> float:
 async def naive_baseline(broker: Broker, n: int, directory: Path) -> float:
     """Baseline (b): a Faust agent doing ``table[account] += amount`` and one send."""
     await create_topics(broker.bootstrap, ["naive-commands", "naive-events"], PARTITIONS)
-    env = {
-        **os.environ,
-        "KAFKA_BROKER": broker.url,
-        "BENCH_DATADIR": str(directory),
-        "BENCH_WEB_PORT": str(_free_port()),
-    }
+    env = same_loop_env(
+        KAFKA_BROKER=broker.url,
+        BENCH_DATADIR=str(directory),
+        BENCH_WEB_PORT=str(_free_port()),
+    )
     worker = subprocess.Popen(
         [sys.executable, "-m", "bench.naive_app", "worker", "-l", "warn"],
         env=env,
