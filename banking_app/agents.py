@@ -22,8 +22,8 @@ from banking_app.app import app
 from banking_app.domain import MalformedCommand, parse_command
 from banking_app.domain.commands import ACCOUNT_ID_RE, Command, read_command_id
 from banking_app.domain.decide import Decision, rejection
-from banking_app.outbox import KafkaOutbox, Outbox, Record
-from banking_app.processing import AccountRow, process
+from banking_app.outbox import Bundles, KafkaOutbox, Outbox, Record
+from banking_app.processing import AccountRow, Position, as_position, process, stored_position
 from banking_app.settings import settings
 from banking_app.tables import accounts_table, command_offsets_table, read_json, stage_json
 from banking_app.topics import (
@@ -57,15 +57,84 @@ class Handled(StrEnum):
     DEAD_LETTERED = "dead-lettered"
 
 
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One input of the commands topic: a whole record, or one saga leg of a bundle.
+
+    The command agent sends a take's saga legs as one record per partition holding a
+    JSON array of ``{"timestamp": ms, "command": leg}`` (docs/at-least-once.md), so a
+    transfer costs one consumed record, not three. Each leg keeps the timestamp of the
+    input that sent it and has its own position: the record's offset and its index.
+    """
+
+    message: faust.types.Message
+    index: int = 0
+    #: A bundled leg's envelope as decoded; ``None`` for a whole record.
+    item: Any = None
+    bundled: bool = False
+
+    @property
+    def position(self) -> Position:
+        return (self.message.offset, self.index)
+
+    @property
+    def partition(self) -> int:
+        return self.message.partition  # type: ignore[no-any-return]
+
+    @property
+    def timestamp(self) -> float:
+        if self.bundled and isinstance(self.item, dict) and _is_millis(self.item.get("timestamp")):
+            return self.item["timestamp"] / 1000  # type: ignore[no-any-return]
+        return self.message.timestamp  # type: ignore[no-any-return]
+
+    @property
+    def value(self) -> bytes | None:
+        """The input as bytes: the record's value, or the leg alone (to re-send or to
+        dead-letter it)."""
+        if not self.bundled:
+            return self.message.value  # type: ignore[no-any-return]
+        leg = self.item.get("command") if isinstance(self.item, dict) else self.item
+        return codec.dumps(leg)
+
+    def has_key_of(self, account_id: str) -> bool:
+        """A whole record must be keyed by its account; a leg is keyed by its own."""
+        return self.bundled or self.message.key == codec.key(account_id)
+
+
+def _is_millis(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def unbundle(message: faust.types.Message, items: list[Any]) -> list[tuple[Input, Any]]:
+    """The legs of a bundle record, each with the command data it carries."""
+    found = []
+    for index, item in enumerate(items):
+        source = Input(message, index, item, bundled=True)
+        well_formed = isinstance(item, dict) and _is_millis(item.get("timestamp"))
+        found.append((source, item.get("command") if well_formed else None))
+    return found
+
+
+def leg_bundles(legs: list[tuple[Command, float]], partitions: int) -> list[Record]:
+    """A take's saga legs as one record per partition of ``commands``."""
+    bundles = Bundles(commands_topic)
+    for leg, timestamp in legs:
+        envelope = {"timestamp": round(timestamp * 1000), "command": leg.to_dict()}
+        bundles.add(partition_for(codec.key(leg.account_id), partitions), codec.dumps(envelope))
+    return bundles.close()
+
+
 @dataclass
 class Batch:
     """One take of the commands topic: what to publish first, and what to store after."""
 
     records: list[Record] = field(default_factory=list)
+    #: saga legs to send, each with the timestamp of the input that sent it
+    legs: list[tuple[Command, float]] = field(default_factory=list)
     #: account id → (its final row in this batch, its partition)
     rows: dict[str, tuple[AccountRow, int]] = field(default_factory=dict)
-    #: input id → (offset it was applied at, its partition)
-    offsets: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: input id → (position it was applied at, its partition)
+    offsets: dict[str, tuple[Position, int]] = field(default_factory=dict)
     applied: list[tuple[Command, Decision]] = field(default_factory=list)
     handled: list[Handled] = field(default_factory=list)
 
@@ -83,14 +152,17 @@ class CommandProcessor:
         self.outbox = outbox
 
     async def handle_batch(self, events: Sequence[EventT]) -> list[Handled]:
+        """What became of each input of the take (a bundle record holds several)."""
         batch = Batch()
         async for event in taking_turns(events):
-            batch.handled.append(self.decide_one(batch, event))
+            batch.handled += self.decide_record(batch, event.message)
+        partitions = app.consumer.topic_partitions(commands_topic.get_topic_name())
+        batch.records += leg_bundles(batch.legs, partitions or settings.partitions)
         await self.outbox.publish(batch.records)
         async for account_id, (row, partition) in taking_turns(batch.rows.items()):
             stage_json(accounts_table, account_id, row.to_dict(), partition)
-        async for dedupe_id, (offset, partition) in taking_turns(batch.offsets.items()):
-            stage_json(command_offsets_table, dedupe_id, offset, partition)
+        async for dedupe_id, (position, partition) in taking_turns(batch.offsets.items()):
+            stage_json(command_offsets_table, dedupe_id, stored_position(position), partition)
         # Wait for the changelog too: the next take then never shares a produce batch
         # with this one (see "Known broker quirks" in the README).
         await self.outbox.flush(TABLES)
@@ -98,81 +170,90 @@ class CommandProcessor:
             metrics.count_command(command.type, decision.events)
         return batch.handled
 
-    def decide_one(self, batch: Batch, event: EventT) -> Handled:
-        message = event.message
+    def decide_record(self, batch: Batch, message: faust.types.Message) -> list[Handled]:
         try:
             data = codec.loads(message.value) if message.value is not None else None
-            command = parse_command(data)
         except ValueError as exc:  # not JSON at all (orjson.JSONDecodeError)
-            batch.records += self.dead_letter(message, exc, data=None)
-            return Handled.DEAD_LETTERED
-        except MalformedCommand as exc:
-            return self.malformed(batch, event, exc, data)
-        if not self.on_own_partition(message, command.account_id):
-            batch.records.append(self.reroute(message, command.command_id, command.account_id))
-            return Handled.REROUTED
-        return self.apply(batch, event, command)
+            batch.records += self.dead_letter(Input(message), exc, data=None)
+            return [Handled.DEAD_LETTERED]
+        if isinstance(data, list):
+            return [self.decide_one(batch, leg, item) for leg, item in unbundle(message, data)]
+        return [self.decide_one(batch, Input(message), data)]
 
-    def malformed(self, batch: Batch, event: EventT, exc: MalformedCommand, data: Any) -> Handled:
+    def decide_one(self, batch: Batch, source: Input, data: Any) -> Handled:
+        try:
+            command = parse_command(data)
+            if source.bundled and command.public:
+                raise MalformedCommand("a bundle holds saga legs only", command.command_id)
+        except MalformedCommand as exc:
+            return self.malformed(batch, source, exc, data)
+        if not self.on_own_partition(source, command.account_id):
+            batch.records.append(self.reroute(source, command.command_id, command.account_id))
+            return Handled.REROUTED
+        return self.apply(batch, source, command)
+
+    def malformed(self, batch: Batch, source: Input, exc: MalformedCommand, data: Any) -> Handled:
         """Dead-letter it; and when it names a command id, that id has had its outcome.
 
         The id is recorded like an applied command's, on the account's partition when the
         account can be read, so a corrected retry under the same id, or a copy, is a
         duplicate: the first outcome (MALFORMED_COMMAND) stands, as for any command.
         """
-        message = event.message
         account_id = data.get("account_id") if isinstance(data, dict) else None
         if (
             exc.command_id is not None
             and isinstance(account_id, str)
             and ACCOUNT_ID_RE.fullmatch(account_id)
-            and not self.on_own_partition(message, account_id)
+            and not self.on_own_partition(source, account_id)
         ):
-            batch.records.append(self.reroute(message, exc.command_id, account_id))
+            batch.records.append(self.reroute(source, exc.command_id, account_id))
             return Handled.REROUTED
-        seen = self.seen_at(batch, event, exc.command_id) if exc.command_id else None
-        duplicate = seen is not None and seen != message.offset
-        batch.records += self.dead_letter(message, exc, data=None if duplicate else data)
+        seen = self.seen_at(batch, source, exc.command_id) if exc.command_id else None
+        duplicate = seen is not None and seen != source.position
+        batch.records += self.dead_letter(source, exc, data=None if duplicate else data)
         if exc.command_id is not None and not duplicate:
-            batch.offsets[exc.command_id] = (message.offset, message.partition)
+            batch.offsets[exc.command_id] = (source.position, source.partition)
         return Handled.DUPLICATE if duplicate else Handled.DEAD_LETTERED
 
-    def seen_at(self, batch: Batch, event: EventT, dedupe_id: str) -> int | None:
-        """The offset at which an input id was applied, if it was."""
+    def seen_at(self, batch: Batch, source: Input, dedupe_id: str) -> Position | None:
+        """The position at which an input id was applied, if it was."""
         if dedupe_id in batch.offsets:
             return batch.offsets[dedupe_id][0]
-        return read_json(command_offsets_table, dedupe_id, event.message.partition)  # type: ignore[no-any-return]
+        stored = read_json(command_offsets_table, dedupe_id, source.partition)
+        return as_position(stored) if stored is not None else None
 
-    def on_own_partition(self, message: faust.types.Message, account_id: str) -> bool:
-        """True when the record sits where the account's state lives.
+    def on_own_partition(self, source: Input, account_id: str) -> bool:
+        """True when the input sits where the account's state lives.
 
         A producer that keyed the record otherwise (no key, another partitioner) would
         otherwise split one account's inputs over two partitions, and their order.
         """
-        key = codec.key(account_id)
+        message = source.message
         partitions = app.consumer.topic_partitions(message.topic) or settings.partitions
-        return message.key == key and message.partition == partition_for(key, partitions)
+        own = partition_for(codec.key(account_id), partitions)
+        return source.has_key_of(account_id) and message.partition == own
 
-    def reroute(self, message: faust.types.Message, command_id: str, account_id: str) -> Record:
+    def reroute(self, source: Input, command_id: str, account_id: str) -> Record:
         log.info(
             "re-keying command %s from partition %s to account %s",
             command_id,
-            message.partition,
+            source.partition,
             account_id,
         )
-        return Record(commands_topic, codec.key(account_id), message.value, message.timestamp)
+        return Record(commands_topic, codec.key(account_id), source.value, source.timestamp)
 
-    def apply(self, batch: Batch, event: EventT, command: Command) -> Handled:
-        message = event.message
+    def apply(self, batch: Batch, source: Input, command: Command) -> Handled:
+        partition = source.partition
         if command.account_id in batch.rows:
             row: AccountRow | None = batch.rows[command.account_id][0]
         else:
-            stored = read_json(accounts_table, command.account_id, message.partition)
+            stored = read_json(accounts_table, command.account_id, partition)
             row = AccountRow.from_dict(stored) if stored is not None else None
-        seen = self.seen_at(batch, event, command.dedupe_id)
-        result = process(row, command, message.offset, codec.iso_timestamp(message.timestamp), seen)
+        seen = self.seen_at(batch, source, command.dedupe_id)
+        occurred_at = codec.iso_timestamp(source.timestamp)
+        result = process(row, command, source.position, occurred_at, seen)
         if result.record_offset:
-            batch.offsets[command.dedupe_id] = (message.offset, message.partition)
+            batch.offsets[command.dedupe_id] = (source.position, partition)
         if result.duplicate:
             log.info("command %s already applied; ignoring the copy", command.dedupe_id)
             metrics.duplicates_total.labels(command.type).inc()
@@ -181,23 +262,17 @@ class CommandProcessor:
             Record(events_topic, codec.key(e.account_id), codec.dumps(e.to_dict()))
             for e in result.decision.events
         ]
-        batch.records += [
-            # The leg keeps the input's timestamp, so a reprocessed input sends an
-            # identical leg and the leg's events get identical ``occurred_at``.
-            Record(
-                commands_topic,
-                codec.key(leg.account_id),
-                codec.dumps(leg.to_dict()),
-                message.timestamp,
-            )
-            for leg in result.decision.legs
-        ]
-        batch.rows[command.account_id] = (result.row, message.partition)
-        batch.offsets[command.dedupe_id] = (message.offset, message.partition)
+        # A leg keeps the input's timestamp, so a reprocessed input sends an identical
+        # leg and the leg's events get identical ``occurred_at``.
+        batch.legs += [(leg, source.timestamp) for leg in result.decision.legs]
+        batch.rows[command.account_id] = (result.row, partition)
+        batch.offsets[command.dedupe_id] = (source.position, partition)
         batch.applied.append((command, result.decision))
         return Handled.APPLIED
 
-    def dead_letter(self, message: faust.types.Message, exc: Exception, data: Any) -> list[Record]:
+    def dead_letter(self, source: Input, exc: Exception, data: Any) -> list[Record]:
+        message = source.message
+        value = source.value
         reason = "MALFORMED_COMMAND" if isinstance(exc, MalformedCommand) else "INVALID_JSON"
         entry = {
             "reason": reason,
@@ -205,28 +280,34 @@ class CommandProcessor:
             "topic": message.topic,
             "partition": message.partition,
             "offset": message.offset,
-            "timestamp": codec.iso_timestamp(message.timestamp),
+            **({"index": source.index} if source.bundled else {}),
+            "timestamp": codec.iso_timestamp(source.timestamp),
             "key": _printable(message.key),
-            # The record as it came, up to a size a dead-letter record can always carry.
-            "value": _printable(message.value[: codec.DEAD_LETTER_VALUE_BYTES])
-            if message.value is not None
+            # The input as it came, up to a size a dead-letter record can always carry.
+            "value": _printable(value[: codec.DEAD_LETTER_VALUE_BYTES])
+            if value is not None
             else None,
-            "value_bytes": len(message.value) if message.value is not None else 0,
-            "value_truncated": len(message.value or b"") > codec.DEAD_LETTER_VALUE_BYTES,
+            "value_bytes": len(value) if value is not None else 0,
+            "value_truncated": len(value or b"") > codec.DEAD_LETTER_VALUE_BYTES,
         }
         log.warning(
-            "dead-lettering %s[%s]@%s: %s", message.topic, message.partition, message.offset, exc
+            "dead-lettering %s[%s]@%s%s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            f" item {source.index}" if source.bundled else "",
+            exc,
         )
         records = [Record(dead_letters_topic, message.key or b"", codec.dumps(entry))]
         command_id = read_command_id(data)
         if command_id is not None and isinstance(exc, MalformedCommand):
-            records.append(self._malformed_rejection(message, data, command_id, exc))
+            records.append(self._malformed_rejection(source, data, command_id, exc))
         metrics.dead_letters_total.labels(reason).inc()
         return records
 
     def _malformed_rejection(
         self,
-        message: faust.types.Message,
+        source: Input,
         data: dict[str, Any],
         command_id: str,
         exc: MalformedCommand,
@@ -235,11 +316,11 @@ class CommandProcessor:
         account_id = account_id if isinstance(account_id, str) else ""
         kind = data.get("type") if isinstance(data.get("type"), str) else ""
         stand_in = _Unparsed(command_id=command_id, account_id=account_id)
-        event = rejection(stand_in, exc, codec.iso_timestamp(message.timestamp))
+        event = rejection(stand_in, exc, codec.iso_timestamp(source.timestamp))
         payload = {**event.to_dict(), "command_type": kind, "command": data}
         return Record(
             events_topic,
-            codec.key(account_id) if account_id else message.key or b"",
+            codec.key(account_id) if account_id else source.message.key or b"",
             codec.dumps(payload),
         )
 

@@ -28,6 +28,42 @@ class Record(NamedTuple):
     partition: int | None = None
 
 
+#: A bundle record holds values up to about this many bytes (a single larger value goes
+#: alone), well under the producer's request limit.
+BUNDLE_BYTES = 256 * 1024
+
+
+class Bundles:
+    """Values grouped into one JSON-array record per partition of ``topic``.
+
+    Internal repartitions (outcome events by command id, saga legs by account) cost a
+    produced and a consumed record per partition and take this way, not one per value.
+    """
+
+    def __init__(self, topic: faust.TopicT) -> None:
+        self.topic = topic
+        self.open: dict[int, tuple[list[bytes], int]] = {}
+        self.records: list[Record] = []
+
+    def add(self, partition: int, value: bytes) -> None:
+        values, size = self.open.get(partition, ([], 0))
+        if values and size + len(value) > BUNDLE_BYTES:
+            self._close(partition, values)
+            values, size = [], 0
+        values.append(value)
+        self.open[partition] = (values, size + len(value) + 1)
+
+    def _close(self, partition: int, values: list[bytes]) -> None:
+        value = b"[" + b",".join(values) + b"]"
+        self.records.append(Record(self.topic, b"", value, partition=partition))
+
+    def close(self) -> list[Record]:
+        for partition, (values, _) in self.open.items():
+            self._close(partition, values)
+        self.open = {}
+        return self.records
+
+
 class Outbox(Protocol):
     async def publish(self, records: list[Record]) -> None:
         """Return once every record is acknowledged by the broker (or raise)."""

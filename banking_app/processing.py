@@ -19,24 +19,54 @@ from banking_app.domain import Account, Command, Decision, decide, evolve
 RECENT_WINDOW = 16
 
 
+#: Where an input sits in the commands topic: its record's offset, and its index within
+#: the record (a bundle of saga legs holds several inputs; any other record, one).
+#: Tuples compare in that order, so a partition's inputs are totally ordered.
+Position = tuple[int, int]
+
+
+def as_position(value: int | list[int] | tuple[int, int]) -> Position:
+    """A stored or given position: a bare offset (index 0, as earlier releases stored
+    them) or an ``[offset, index]`` pair."""
+    if isinstance(value, int):
+        return (value, 0)
+    offset, index = value
+    return (offset, index)
+
+
+def stored_position(position: Position) -> int | list[int]:
+    """The compact stored form ``as_position`` reads back: a bare offset for index 0."""
+    offset, index = position
+    return offset if index == 0 else [offset, index]
+
+
 @dataclass(frozen=True, slots=True)
 class AccountRow:
     """The table value for one account key: its state plus the at-most-once bookkeeping.
 
-    ``last_offset`` and ``recent`` live in the same record as the balance, so they are
-    written (and lost) together with it.
+    ``last_offset``/``last_index`` (the position of the last input applied) and
+    ``recent`` live in the same record as the balance, so they are written (and lost)
+    together with it.
     """
 
     account: Account | None = None
     last_offset: int = -1
     recent: tuple[str, ...] = field(default=())
+    last_index: int = 0
+
+    @property
+    def last_position(self) -> Position:
+        return (self.last_offset, self.last_index)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "account": self.account.to_dict() if self.account else None,
             "last_offset": self.last_offset,
             "recent": list(self.recent),
         }
+        if self.last_index:
+            data["last_index"] = self.last_index
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AccountRow:
@@ -45,6 +75,7 @@ class AccountRow:
             account=Account.from_dict(account) if account else None,
             last_offset=data["last_offset"],
             recent=tuple(data["recent"]),
+            last_index=data.get("last_index", 0),
         )
 
 
@@ -59,31 +90,38 @@ class Result:
     record_offset: bool = False
 
 
-def is_duplicate(row: AccountRow, command: Command, offset: int, seen_at: int | None) -> bool:
+def is_duplicate(row: AccountRow, command: Command, at: Position, seen_at: Position | None) -> bool:
     """True when this input, or an earlier copy of it, was already applied to the row.
 
-    ``seen_at`` is the offset at which the command-id table recorded this input, if it
-    did. Seen at the same offset but not in the row means the row's changelog record was
-    lost while the id's was kept (a recovery from changelogs cut short): the input must be
-    applied again (it re-emits identical events). The opposite (row written, id not, the
-    worker having died between the two writes) is caught by ``last_offset``, and
-    ``Result.record_offset`` finishes the interrupted write.
+    ``seen_at`` is the position at which the command-id table recorded this input, if it
+    did. Seen at the same position but not in the row means the row's changelog record
+    was lost while the id's was kept (a recovery from changelogs cut short): the input
+    must be applied again (it re-emits identical events). The opposite (row written, id
+    not, the worker having died between the two writes) is caught by the row's last
+    position, and ``Result.record_offset`` finishes the interrupted write.
     """
-    if offset <= row.last_offset or command.dedupe_id in row.recent:
+    if at <= row.last_position or command.dedupe_id in row.recent:
         return True
-    return seen_at is not None and seen_at != offset
+    return seen_at is not None and seen_at != at
 
 
 def process(
-    row: AccountRow | None, command: Command, offset: int, occurred_at: str, seen_at: int | None
+    row: AccountRow | None,
+    command: Command,
+    offset: int | Position,
+    occurred_at: str,
+    seen_at: int | Position | None,
 ) -> Result:
+    """Apply the input at ``offset`` (a bare offset or a ``Position``) to ``row``."""
     row = row or AccountRow()
-    if is_duplicate(row, command, offset, seen_at):
-        unrecorded = seen_at is None and offset <= row.last_offset
+    at = as_position(offset)
+    seen = as_position(seen_at) if seen_at is not None else None
+    if is_duplicate(row, command, at, seen):
+        unrecorded = seen is None and at <= row.last_position
         return Result(Decision(), row, duplicate=True, record_offset=unrecorded)
     decision = decide(row.account, command, occurred_at)
     account = row.account
     for event in decision.events:
         account = evolve(account, event)
     recent = (*row.recent, command.dedupe_id)[-RECENT_WINDOW:]
-    return Result(decision, AccountRow(account, offset, recent))
+    return Result(decision, AccountRow(account, at[0], recent, at[1]))

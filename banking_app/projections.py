@@ -23,7 +23,7 @@ import faust
 from banking_app import codec, metrics, read_model
 from banking_app.app import app
 from banking_app.domain import Event, event_from_dict
-from banking_app.outbox import KafkaOutbox, Record
+from banking_app.outbox import Bundles, KafkaOutbox
 from banking_app.settings import settings
 from banking_app.tables import new_table, read_json, stage_json
 from banking_app.topics import OUTPUT_TOPICS, events_topic, hash_partition, outcome_events_topic
@@ -35,10 +35,6 @@ account_views_table = new_table("account-views")
 transactions_table = new_table("transactions")
 command_outcomes_table = new_table("command-outcomes")
 VIEW_TABLES = (account_views_table, transactions_table)
-
-#: A repartitioned record holds events up to about this many bytes (a single larger
-#: event goes alone), well under the producer's request limit.
-BUNDLE_BYTES = 256 * 1024
 
 
 def decode(value: bytes | None) -> Any:
@@ -74,34 +70,6 @@ def read_events(value: bytes | None) -> list[Event]:
     return [event for event in found if event is not None]
 
 
-class Bundles:
-    """Event values grouped by the partition of their command id, as JSON arrays."""
-
-    def __init__(self, partitions: int) -> None:
-        self.partitions = partitions
-        self.open: dict[int, tuple[list[bytes], int]] = {}
-        self.records: list[Record] = []
-
-    def add(self, command_id: str, value: bytes) -> None:
-        partition = hash_partition(codec.key(command_id), self.partitions)
-        values, size = self.open.get(partition, ([], 0))
-        if values and size + len(value) > BUNDLE_BYTES:
-            self._close(partition, values)
-            values, size = [], 0
-        values.append(value)
-        self.open[partition] = (values, size + len(value) + 1)
-
-    def _close(self, partition: int, values: list[bytes]) -> None:
-        value = b"[" + b",".join(values) + b"]"
-        self.records.append(Record(outcome_events_topic, b"", value, partition=partition))
-
-    def close(self) -> list[Record]:
-        for partition, (values, _) in self.open.items():
-            self._close(partition, values)
-        self.open = {}
-        return self.records
-
-
 class AccountProjection:
     """One take of events folded into account views and history lines.
 
@@ -113,7 +81,7 @@ class AccountProjection:
         self.views: dict[str, tuple[dict[str, Any] | None, int]] = {}
         self.changed: set[str] = set()
         self.lines: list[tuple[str, dict[str, Any], int]] = []
-        self.outcomes = Bundles(settings.partitions)
+        self.outcomes = Bundles(outcome_events_topic)
 
     def fold(self, message: faust.types.Message) -> bool:
         data = decode(message.value)
@@ -121,7 +89,8 @@ class AccountProjection:
         if event is None:
             return False
         if event.command_id:
-            self.outcomes.add(event.command_id, message.value)
+            outcome_partition = hash_partition(codec.key(event.command_id), settings.partitions)
+            self.outcomes.add(outcome_partition, message.value)
         partition = message.partition
         if event.account_id in self.views:
             view = self.views[event.account_id][0]

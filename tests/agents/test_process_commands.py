@@ -105,10 +105,10 @@ async def test_a_rejection_is_an_event_and_changes_nothing(harness: Any) -> None
     assert events(harness)[-1]["seq"] == 2
 
 
-async def test_a_transfer_sends_its_credit_leg_keyed_by_the_destination(harness: Any) -> None:
-    for account in ("src", "dst"):
-        await send(
-            harness,
+async def open_accounts(agent: Any, *accounts: str) -> None:
+    for account in accounts:
+        opened = await send(
+            agent,
             {
                 "type": "CREATE_ACCOUNT",
                 "command_id": f"open-{account}",
@@ -117,32 +117,127 @@ async def test_a_transfer_sends_its_credit_leg_keyed_by_the_destination(harness:
                 "currency": "EUR",
             },
         )
+        assert opened is Handled.APPLIED
+
+
+async def send_bundle(agent: Any, value: bytes, partition: int) -> list[Handled]:
+    """Put a bundle record where the command agent sends it; what became of each leg."""
+    event = await agent.put(value, key=b"", partition=partition)
+    return agent.results[event.message.offset]  # type: ignore[no-any-return]
+
+
+def credit(command_id: str, to: str, amount: int, source: str = "src") -> dict[str, Any]:
+    return {
+        "type": "TRANSFER_CREDIT",
+        "command_id": command_id,
+        "account_id": to,
+        "from_account_id": source,
+        "amount": amount,
+        "currency": "EUR",
+    }
+
+
+def bundle(*legs: dict[str, Any], timestamp: int = 1_700_000_000_000) -> bytes:
+    return orjson.dumps([{"timestamp": timestamp, "command": leg} for leg in legs])
+
+
+async def test_a_transfer_sends_its_legs_bundled_on_their_accounts_partitions(
+    harness: Any,
+) -> None:
+    await open_accounts(harness, "src", "dst")
     await send(harness, {"type": "DEPOSIT", "command_id": "d", "account_id": "src", "amount": 80})
-    await send(
-        harness,
-        {
-            "type": "TRANSFER_MONEY",
-            "command_id": "t",
-            "account_id": "src",
-            "to_account_id": "dst",
-            "amount": 30,
-        },
+    at = 1_700_000_123.456
+    transfer = {
+        "type": "TRANSFER_MONEY",
+        "command_id": "t",
+        "account_id": "src",
+        "to_account_id": "dst",
+        "amount": 30,
+    }
+    await harness.put(
+        orjson.dumps(transfer), key=b"src", partition=partition_for(b"src", 8), timestamp=at
     )
     assert balance("src") == 50
-    [leg] = harness.outbox.on(commands_topic)
-    assert leg.key == b"dst"
-    assert orjson.loads(leg.value)["type"] == "TRANSFER_CREDIT"
+    [record] = harness.outbox.on(commands_topic)
+    assert record.partition == partition_for(b"dst", 8)
+    [envelope] = orjson.loads(record.value)
+    # The leg keeps the transfer's timestamp, in milliseconds.
+    assert envelope["timestamp"] == 1_700_000_123_456
+    assert envelope["command"] == credit("t", "dst", 30)
 
-    # Deliver the leg as Kafka would, then the settle leg it produces.
-    await send(harness, leg.value, key="dst")
+    # Deliver the bundle as Kafka would, then the settle leg it produces.
+    assert await send_bundle(harness, record.value, record.partition) == [Handled.APPLIED]
     assert balance("dst") == 30
     settle = harness.outbox.on(commands_topic)[-1]
-    assert settle.key == b"src" and orjson.loads(settle.value)["type"] == "TRANSFER_SETTLE"
-    await send(harness, settle.value, key="src")
+    assert settle.partition == partition_for(b"src", 8)
+    [leg] = orjson.loads(settle.value)
+    assert leg["command"]["type"] == "TRANSFER_SETTLE"
+    assert leg["timestamp"] == envelope["timestamp"]
+    assert await send_bundle(harness, settle.value, settle.partition) == [Handled.APPLIED]
     row = AccountRow.from_dict(get_json(accounts_table, "src"))
     assert row.account is not None and row.account.in_flight == 0
-    kinds = [e["type"] for e in events(harness)]
-    assert kinds[-3:] == ["TransferDebited", "TransferCredited", "TransferSettled"]
+    occurred = {e["type"]: e["occurred_at"] for e in events(harness)}
+    assert occurred["TransferDebited"] == "2023-11-14T22:15:23.456Z"
+    assert occurred["TransferCredited"] == occurred["TransferSettled"] == "2023-11-14T22:15:23.456Z"
+
+    # A copy of the bundle, at a later offset, changes nothing.
+    assert await send_bundle(harness, record.value, record.partition) == [Handled.DUPLICATE]
+    assert balance("dst") == 30
+
+
+async def test_legs_in_one_bundle_for_one_account_each_apply_once(harness: Any) -> None:
+    """Two legs share the record's offset; their index within it tells them apart."""
+    await open_accounts(harness, "erin")
+    own = partition_for(b"erin", 8)
+    value = bundle(credit("t1", "erin", 5), credit("t2", "erin", 7), credit("t3", "erin", 11))
+    assert await send_bundle(harness, value, own) == [Handled.APPLIED] * 3
+    assert balance("erin") == 23
+    row = AccountRow.from_dict(get_json(accounts_table, "erin"))
+    assert (row.account.version, row.last_index) == (4, 2)  # type: ignore[union-attr]
+    settles = [orjson.loads(r.value) for r in harness.outbox.on(commands_topic)]
+    assert [[leg["command"]["command_id"] for leg in s] for s in settles] == [["t1", "t2", "t3"]]
+
+    assert await send_bundle(harness, value, own) == [Handled.DUPLICATE] * 3
+    assert balance("erin") == 23
+
+
+async def test_a_bundle_item_that_is_not_a_leg_is_dead_lettered_alone(harness: Any) -> None:
+    await open_accounts(harness, "fay")
+    own = partition_for(b"fay", 8)
+    deposit = {"type": "DEPOSIT", "command_id": "p1", "account_id": "fay", "amount": 9}
+    value = orjson.dumps(
+        [
+            {"timestamp": 1, "command": deposit},  # a public command: not a leg
+            {"command": credit("t4", "fay", 3)},  # no timestamp
+            {"timestamp": 1, "command": credit("t5", "fay", 4)},
+        ]
+    )
+    handled = await send_bundle(harness, value, own)
+    assert handled == [Handled.DEAD_LETTERED, Handled.DEAD_LETTERED, Handled.APPLIED]
+    assert balance("fay") == 4
+    letters = [orjson.loads(r.value) for r in harness.outbox.on(dead_letters_topic)]
+    assert [(e["reason"], e["index"]) for e in letters] == [
+        ("MALFORMED_COMMAND", 0),
+        ("MALFORMED_COMMAND", 1),
+    ]
+    assert "saga legs only" in letters[0]["detail"]
+    assert orjson.loads(letters[0]["value"]) == deposit
+    assert orjson.loads(letters[1]["value"]) == credit("t4", "fay", 3)
+
+
+async def test_a_bundled_leg_off_its_accounts_partition_is_rekeyed(harness: Any) -> None:
+    await open_accounts(harness, "gus")
+    elsewhere = (partition_for(b"gus", 8) + 1) % 8
+    value = bundle(credit("t6", "gus", 2), timestamp=1_700_000_000_250)
+    assert await send_bundle(harness, value, elsewhere) == [Handled.REROUTED]
+    assert balance("gus") == 0
+    [forwarded] = harness.outbox.on(commands_topic)
+    assert forwarded.key == b"gus" and forwarded.partition is None
+    assert orjson.loads(forwarded.value) == credit("t6", "gus", 2)
+    assert forwarded.timestamp == 1_700_000_000.25
+    # Delivered as a plain record keyed by its account, it is applied.
+    assert await send(harness, forwarded.value, key="gus") is Handled.APPLIED
+    assert balance("gus") == 2
 
 
 async def test_bad_input_goes_to_the_dead_letter_topic_with_a_reason(harness: Any) -> None:

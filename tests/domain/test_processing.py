@@ -15,13 +15,21 @@ from banking_app.domain import (
     AccountStatus,
     CloseAccount,
     CreateAccount,
+    CreditTransfer,
     Deposit,
     SettleTransfer,
     TransferMoney,
     Withdraw,
 )
 from banking_app.domain import events as ev
-from banking_app.processing import RECENT_WINDOW, AccountRow, Result, process
+from banking_app.processing import (
+    RECENT_WINDOW,
+    AccountRow,
+    Result,
+    as_position,
+    process,
+    stored_position,
+)
 
 T1 = "2024-05-01T09:00:01.000Z"
 T2 = "2024-05-01T09:00:02.000Z"
@@ -366,3 +374,49 @@ def test_a_crash_after_the_row_write_still_catches_a_late_copy() -> None:
     # A producer retry of the deposit, long after: it must not be paid out twice.
     late = process(row, deposit, 99, T3, command_offsets.get("d1"))
     duplicate(late, row)
+
+
+def test_legs_sharing_a_record_are_ordered_by_their_index() -> None:
+    """A bundle record holds several legs at one offset: each is applied once, in order."""
+    row = created_row(offset=10)
+    legs = [
+        CreditTransfer(
+            command_id=f"t{n}", account_id="acc-a", from_account_id="acc-b", amount=n,
+            currency="EUR",
+        )
+        for n in (1, 2, 3)
+    ]  # fmt: skip
+    for index, leg in enumerate(legs):
+        row = applied(process(row, leg, (20, index), T2, None))
+        assert (row.last_offset, row.last_index, row.last_position) == (20, index, (20, index))
+    assert row.account is not None and row.account.balance == 6
+
+    # The whole record delivered again: each leg is a duplicate by the row's position,
+    # and asks for its position to be recorded (the command-id write may be lost).
+    for index, leg in enumerate(legs[:2]):
+        again = process(row, leg, (20, index), T2, None)
+        duplicate(again, row)
+        assert again.record_offset
+    # Recorded at its own position, a leg is re-applied there when the row was lost.
+    fresh = created_row(offset=10)
+    assert not process(fresh, legs[1], (20, 1), T2, (20, 1)).duplicate
+    # Recorded at another position of the same record, it is a copy.
+    duplicate(process(fresh, legs[1], (20, 2), T2, (20, 1)), fresh)
+
+
+def test_positions_are_stored_compactly_and_read_back() -> None:
+    assert stored_position((42, 0)) == 42  # as earlier releases stored offsets
+    assert stored_position((42, 3)) == [42, 3]
+    for position in ((42, 0), (42, 3)):
+        stored = json.loads(json.dumps(stored_position(position)))
+        assert as_position(stored) == position
+
+    # A row stored before bundles existed has no index: it reads as index 0.
+    row = created_row(offset=10)
+    old = row.to_dict()
+    assert "last_index" not in old
+    assert AccountRow.from_dict(old).last_position == (10, 0)
+    later = applied(
+        process(row, Deposit(command_id="d", account_id="acc-a", amount=5), (11, 2), T2, None)
+    )
+    assert AccountRow.from_dict(json.loads(json.dumps(later.to_dict()))) == later

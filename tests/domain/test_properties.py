@@ -7,6 +7,10 @@ and the events topic, folded into ``Ledger``. Hypothesis chooses the commands, w
 queue to step next (so saga legs interleave in any order), where the worker crashes,
 which records are redelivered, and which commands a client sends again.
 
+Saga legs go out as the agent sends them, in bundles: the legs of one take share a
+record's offset, each at its own index, so one account's queue can hold several
+inputs at one offset.
+
 A crash happens after the events and legs went out (all of them or a prefix) and
 leaves no table written, only the command-id table (its changelog kept, the row's
 lost), or only the row (the agent writes it first); the record is then redelivered
@@ -245,9 +249,17 @@ def outcome(decision: Decision) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Record:
+    """One input: a whole record (index 0) or one leg of a bundle record (several
+    inputs share the offset; ``index`` orders them)."""
+
     offset: int
     command: Command
     timestamp: str
+    index: int = 0
+
+    @property
+    def position(self) -> processing.Position:
+        return (self.offset, self.index)
 
 
 @dataclass
@@ -255,7 +267,7 @@ class Bank:
     #: one queue per account id, the ids of accounts that never exist included
     queues: defaultdict[str, deque[Record]] = field(default_factory=lambda: defaultdict(deque))
     rows: dict[str, AccountRow] = field(default_factory=dict)
-    command_offsets: dict[str, int] = field(default_factory=dict)
+    command_offsets: dict[str, processing.Position] = field(default_factory=dict)
     ledger: Ledger = field(default_factory=Ledger)
     reference: Reference = field(default_factory=Reference)
     emitted: dict[str, ev.Event] = field(default_factory=dict)
@@ -264,6 +276,8 @@ class Bank:
     #: every record each account's queue delivered and the worker finished with
     history: defaultdict[str, list[Record]] = field(default_factory=lambda: defaultdict(list))
     next_offset: int = 0
+    #: the position of the last leg put in a bundle not yet closed
+    open_bundle: tuple[int, int] | None = None
     crashes: int = 0
     duplicates: int = 0
     replays: int = 0
@@ -274,11 +288,22 @@ class Bank:
 
     # -- producers --
 
-    def produce(self, command: Command, timestamp: str | None = None) -> None:
-        offset = self.next_offset
-        self.next_offset += 1
+    def produce(
+        self, command: Command, timestamp: str | None = None, bundled: bool = False
+    ) -> None:
+        """Append an input; a ``bundled`` one joins the open bundle when there is one (the
+        legs of one take share a record), whichever account it is for."""
+        if bundled and self.open_bundle is not None:
+            offset, index = self.open_bundle[0], self.open_bundle[1] + 1
+        else:
+            offset, index = self.next_offset, 0
+            self.next_offset += 1
+        self.open_bundle = (offset, index) if bundled else None
         stamp = timestamp if timestamp is not None else f"2024-01-01T00:00:{offset:06d}Z"
-        self.queues[command.account_id].append(Record(offset, command, stamp))
+        self.queues[command.account_id].append(Record(offset, command, stamp, index))
+
+    def close_bundle(self) -> None:
+        self.open_bundle = None
 
     def send(self, command: Command) -> None:
         """A client sends a new public command."""
@@ -323,7 +348,7 @@ class Bank:
         assert command.account_id == account_id
         row = self.rows.get(account_id)
         seen_at = self.command_offsets.get(command.dedupe_id)
-        result = process(row, command, record.offset, record.timestamp, seen_at)
+        result = process(row, command, record.position, record.timestamp, seen_at)
 
         if result.duplicate:
             self.duplicates += 1
@@ -336,7 +361,7 @@ class Bank:
             if result.record_offset:
                 # The row applied it, the command-id table missed it: record it now.
                 assert command.dedupe_id not in self.command_offsets
-                self.command_offsets[command.dedupe_id] = record.offset
+                self.command_offsets[command.dedupe_id] = record.position
             self.history[account_id].append(record)
             return
 
@@ -349,14 +374,15 @@ class Bank:
             if isinstance(output, ev.Event):
                 self.emit(output)
             else:
-                self.produce(output, record.timestamp)  # a leg keeps its parent's timestamp
+                # A leg keeps its parent's timestamp, and goes out in a bundle.
+                self.produce(output, record.timestamp, bundled=True)
                 if retry:
-                    self.produce(output, record.timestamp)
+                    self.produce(output, record.timestamp, bundled=True)
 
         if crash in ("lost", "seen-only"):
             self.crashes += 1
             if crash == "seen-only":
-                self.command_offsets[command.dedupe_id] = record.offset
+                self.command_offsets[command.dedupe_id] = record.position
             self.queues[account_id].appendleft(record)  # redelivered at the same offset
             return
 
@@ -368,7 +394,7 @@ class Bank:
             self.crashes += 1
             self.queues[account_id].appendleft(record)  # redelivered at the same offset
             return
-        self.command_offsets[command.dedupe_id] = record.offset
+        self.command_offsets[command.dedupe_id] = record.position
 
     def pending(self) -> list[str]:
         return sorted(account_id for account_id, queue in self.queues.items() if queue)
@@ -410,12 +436,16 @@ def step_somewhere(data: st.DataObject, bank: Bank) -> None:
 
 
 def step_account(data: st.DataObject, bank: Bank, account_id: str) -> None:
+    if bank.queues[account_id][0].index:
+        event("an input shared its record's offset with another")
     crash = None
     emitted = 0
     if bank.crashes < MAX_CRASHES:
         crash = data.draw(st.sampled_from([None] * 5 + ["lost", "seen-only", "row-only"]))
         emitted = data.draw(st.integers(0, 2))
     bank.step(account_id, crash, emitted, retry=chance(data, 4))
+    if crash or chance(data, 2):
+        bank.close_bundle()  # the take ends (or the worker died): the next leg opens one
 
 
 def run(data: st.DataObject) -> Bank:
@@ -628,6 +658,10 @@ def test_the_simulator_sees_crashes_duplicates_and_every_failed_credit() -> None
     bank.step("acc-a", crash="seen-only", emitted=0)
     for _ in range(5):
         bank.step("acc-a")  # the deposit at last, and four transfers
+    # Their four credit legs went out in one bundle: one offset, an index each.
+    credits = [bank.queues[a][0] for a in ("acc-b", "acc-c", "acc-d", "acc-z")]
+    assert len({r.offset for r in credits}) == 1
+    assert [r.index for r in credits] == [0, 1, 2, 3]
     assert bank.duplicates == 0
     bank.step("acc-a")  # the resent deposit
     assert bank.duplicates == 1

@@ -583,15 +583,22 @@ async def committed_inputs(broker: Broker, command_ids: set[str]) -> dict[str, s
                         remaining.discard(tp)
                         break
                     with contextlib.suppress(orjson.JSONDecodeError, TypeError):
-                        value = orjson.loads(record.value)
-                        if isinstance(value, dict) and value.get("command_id") in command_ids:
-                            found[value["command_id"]].add(str(value.get("type")))
+                        for value in inputs_of(orjson.loads(record.value)):
+                            if value.get("command_id") in command_ids:
+                                found[value["command_id"]].add(str(value.get("type")))
             for tp in list(remaining):
                 if await consumer.position(tp) >= committed[tp]:
                     remaining.discard(tp)
         return found
     finally:
         await consumer.stop()
+
+
+def inputs_of(value: Any) -> list[dict[str, Any]]:
+    """The commands a record of ``commands`` holds: itself, or a bundle's legs."""
+    if isinstance(value, list):
+        return [item["command"] for item in value if isinstance(item, dict) and "command" in item]
+    return [value] if isinstance(value, dict) else []
 
 
 def awaited_inputs(log: EventLog, command_id: str) -> set[str]:
