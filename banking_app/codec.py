@@ -6,7 +6,9 @@ and ``table_route`` alike, so every part hashes a key to the same partition.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -30,6 +32,22 @@ def key(text: str) -> bytes:
 
 
 def iso_timestamp(seconds: float) -> str:
-    """UTC ISO 8601 with milliseconds, from a Kafka record timestamp (seconds)."""
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC ISO 8601 with milliseconds, from a Kafka record timestamp (seconds).
+
+    The same text as ``datetime.fromtimestamp(seconds, UTC).isoformat(timespec=
+    "milliseconds")`` with a ``Z``, but the date and time of day are formatted once per
+    second: every input and event is stamped, and the inputs of a second share it.
+    """
+    fraction, whole = math.modf(seconds)  # as datetime rounds: the fraction alone
+    micros = round(fraction * 1_000_000)
+    second = int(whole)
+    if micros < 0:
+        second, micros = second - 1, micros + 1_000_000
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    return f"{_utc_second(second)}.{micros // 1000:03d}Z"
+
+
+@lru_cache(maxsize=256)
+def _utc_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).replace(tzinfo=None).isoformat()

@@ -79,7 +79,7 @@ def load() -> Settings:
         # take to fill: 25 ms rather than 10 made takes under load about twice as large
         # and transfers/s 20% higher, for about 10 ms more per ?wait=true answer
         # (docs/BENCHMARKS.md).
-        batch_size=_int("BANKING_BATCH_SIZE", 500),
+        batch_size=_int("BANKING_BATCH_SIZE", 1000),
         producer_linger_ms=_int("BANKING_PRODUCER_LINGER_MS", 5),
         batch_window=_float("BANKING_BATCH_WINDOW", 0.025),
         api_token_reads=os.environ.get("BANKING_API_TOKEN_READS", "") in {"1", "true", "yes"},

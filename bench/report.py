@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from banking_app.settings import settings
 from bench.scenarios import Config, same_loop_env
 
 TARGETS = "3,000 deposits/s and >= 0.3 x baseline (a); 1,500 transfers/s; query p99 <= 10 ms"
@@ -58,7 +59,7 @@ def write_report(config: Config, r: dict[str, Any]) -> str:
         f"- machine: {machine()}",
         f"- settings: {config.accounts} accounts, {config.deposits} deposits, "
         f"{config.transfers} transfers, queries at {config.query_rate:.0f}/s, "
-        f"8 partitions, batch {os.environ.get('BANKING_BATCH_SIZE', '500')}, "
+        f"8 partitions, batch {settings.batch_size}, "
         f"event loop {same_loop_env().get('FAUST_LOOP', 'aio')} (worker and baselines)"
         + (" (quick mode)" if config.quick else ""),
         f"- targets (issue 5): {TARGETS}",

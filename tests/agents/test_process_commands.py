@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from banking_app import agents, codec
+from banking_app import agents, codec, metrics
 from banking_app.agents import Handled, process_commands
 from banking_app.app import app
 from banking_app.outbox import RecordingOutbox
@@ -297,3 +297,34 @@ async def test_one_take_with_a_copy_inside_applies_each_command_once(harness: An
         ("MoneyDeposited", 2),
         ("MoneyWithdrawn", 3),
     ]
+
+
+async def test_applied_inputs_are_counted_by_type_event_and_reason(harness: Any) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    before = (
+        sample("banking_commands_total", type="WITHDRAW"),
+        sample("banking_events_total", type="CommandRejected"),
+        sample("banking_rejections_total", reason="INSUFFICIENT_FUNDS"),
+        sample("banking_events_total", type="MoneyDeposited"),
+    )
+    await open_accounts(harness, "hal")
+    commands = [
+        {"type": "WITHDRAW", "command_id": "w1", "account_id": "hal", "amount": 5},
+        {"type": "WITHDRAW", "command_id": "w2", "account_id": "hal", "amount": 7},
+        {"type": "DEPOSIT", "command_id": "w3", "account_id": "hal", "amount": 9},
+    ]
+    async with harness.new_value_processed:
+        for command in commands:
+            value = orjson.dumps(command)
+            partition = partition_for(b"hal", 8)
+            await harness.put(value, key=b"hal", partition=partition, wait=False)
+        await harness.new_value_processed.wait()
+    after = (
+        sample("banking_commands_total", type="WITHDRAW"),
+        sample("banking_events_total", type="CommandRejected"),
+        sample("banking_rejections_total", reason="INSUFFICIENT_FUNDS"),
+        sample("banking_events_total", type="MoneyDeposited"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [2, 2, 2, 1]
