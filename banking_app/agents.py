@@ -83,7 +83,7 @@ class Input(NamedTuple):
 
     @property
     def timestamp(self) -> float:
-        if self.bundled and isinstance(self.item, dict) and _is_millis(self.item.get("timestamp")):
+        if self.bundled and _is_envelope(self.item):
             return self.item["timestamp"] / 1000  # type: ignore[no-any-return]
         return self.message.timestamp  # type: ignore[no-any-return]
 
@@ -93,8 +93,7 @@ class Input(NamedTuple):
         dead-letter it)."""
         if not self.bundled:
             return self.message.value  # type: ignore[no-any-return]
-        leg = self.item.get("command") if isinstance(self.item, dict) else self.item
-        return codec.dumps(leg)
+        return codec.dumps(self.item["command"] if _is_envelope(self.item) else self.item)
 
     def has_key_of(self, account_id: str) -> bool:
         """A whole record must be keyed by its account; a leg is keyed by its own."""
@@ -105,13 +104,16 @@ def _is_millis(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
+def _is_envelope(item: Any) -> bool:
+    return isinstance(item, dict) and _is_millis(item.get("timestamp")) and "command" in item
+
+
 def unbundle(message: faust.types.Message, items: list[Any]) -> list[tuple[Input, Any]]:
     """The legs of a bundle record, each with the command data it carries."""
     found = []
     for index, item in enumerate(items):
         source = Input(message, index, item, bundled=True)
-        well_formed = isinstance(item, dict) and _is_millis(item.get("timestamp"))
-        found.append((source, item.get("command") if well_formed else None))
+        found.append((source, item["command"] if _is_envelope(item) else None))
     return found
 
 
@@ -177,7 +179,9 @@ class CommandProcessor:
         except ValueError as exc:  # not JSON at all (orjson.JSONDecodeError)
             batch.records += self.dead_letter(Input(message), exc, data=None)
             return [Handled.DEAD_LETTERED]
-        if isinstance(data, list):
+        if isinstance(data, list) and not message.key:
+            # A bundle of saga legs (sent without a key); an array under a key is a
+            # client's mistake, dead-lettered whole below like any value not a command.
             return [self.decide_one(batch, leg, item) for leg, item in unbundle(message, data)]
         return [self.decide_one(batch, Input(message), data)]
 

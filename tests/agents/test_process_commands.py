@@ -222,7 +222,18 @@ async def test_a_bundle_item_that_is_not_a_leg_is_dead_lettered_alone(harness: A
     ]
     assert "saga legs only" in letters[0]["detail"]
     assert orjson.loads(letters[0]["value"]) == deposit
-    assert orjson.loads(letters[1]["value"]) == credit("t4", "fay", 3)
+    assert orjson.loads(letters[1]["value"]) == {"command": credit("t4", "fay", 3)}
+
+    # An array sent under a key is a client's mistake, not a bundle: dead-lettered whole.
+    value = bundle(credit("t7", "fay", 1))
+    assert await send(harness, value, key="fay") is Handled.DEAD_LETTERED
+    last = orjson.loads(harness.outbox.on(dead_letters_topic)[-1].value)
+    assert (last["reason"], last["value"], "index" in last) == (
+        "MALFORMED_COMMAND",
+        value.decode(),
+        False,
+    )
+    assert balance("fay") == 4
 
 
 async def test_a_bundled_leg_off_its_accounts_partition_is_rekeyed(harness: Any) -> None:
