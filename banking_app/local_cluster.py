@@ -65,7 +65,9 @@ class Worker:
     def url(self) -> str:
         return f"http://localhost:{self.web_port}"
 
-    def start(self, wait: bool = True) -> None:
+    def start(self, wait: bool = True, timeout: float = READY_TIMEOUT) -> None:
+        """Start the worker; with ``wait``, return once it answers ``/health``, or stop it
+        and raise (a worker that never got ready is not left running)."""
         env = {
             **os.environ,
             "KAFKA_BROKER": self.broker.url,
@@ -93,7 +95,11 @@ class Worker:
             stderr=subprocess.STDOUT,
         )
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready(timeout)
+            except BaseException:
+                self.stop()
+                raise
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 
 from bench.report import write_report
@@ -61,6 +62,9 @@ def parse(argv: list[str]) -> Config:
 
 def main(argv: list[str]) -> int:
     config = parse(argv)
+    # Stopped like Ctrl-C (as `timeout` or a CI runner stops it), so the broker and
+    # workers it started are stopped too rather than left running under later runs.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     results = asyncio.run(run_all(config))
     text = write_report(config, results)
     print(text)

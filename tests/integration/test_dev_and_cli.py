@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from banking_app.embedded import free_port
+from banking_app.local_cluster import Broker, Worker
 
 pytestmark = pytest.mark.kafka
 BANKING_APP = [sys.executable, "-m", "banking_app"]
@@ -106,3 +107,14 @@ def test_dev_runs_broker_and_worker_and_operator_commands_work(tmp_path: Path) -
     assert data_dir is not None
     assert not Path(data_dir.group(1)).parent.exists(), "dev state outlived the broker"
     assert not listening(broker_port) and not listening(web_port)
+
+
+def test_a_worker_that_never_gets_ready_is_stopped_not_left_running(tmp_path: Path) -> None:
+    """A benchmark or test whose worker cannot start must not leave it running: stray
+    workers took CPU from later benchmark runs."""
+    nowhere = Broker(free_port(), None)  # type: ignore[arg-type]  # nothing listens there
+    worker = Worker(nowhere, tmp_path)
+    with pytest.raises(TimeoutError):
+        worker.start(timeout=5)
+    assert worker.process is not None
+    assert worker.process.poll() is not None, "the worker was left running"
