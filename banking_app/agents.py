@@ -117,6 +117,11 @@ def unbundle(message: faust.types.Message, items: list[Any]) -> list[tuple[Input
     return found
 
 
+def command_partitions() -> int:
+    """How many partitions ``commands`` has: as the consumer sees it, else as configured."""
+    return app.consumer.topic_partitions(commands_topic.get_topic_name()) or settings.partitions
+
+
 def leg_bundles(legs: list[tuple[Command, float]], partitions: int) -> list[Record]:
     """A take's saga legs as one record per partition of ``commands``."""
     bundles = Bundles(commands_topic)
@@ -158,8 +163,7 @@ class CommandProcessor:
         batch = Batch()
         async for event in taking_turns(events):
             batch.handled += self.decide_record(batch, event.message)
-        partitions = app.consumer.topic_partitions(commands_topic.get_topic_name())
-        batch.records += leg_bundles(batch.legs, partitions or settings.partitions)
+        batch.records += leg_bundles(batch.legs, command_partitions())
         await self.outbox.publish(batch.records)
         async for account_id, (row, partition) in taking_turns(batch.rows.items()):
             stage_json(accounts_table, account_id, row.to_dict(), partition)
@@ -233,10 +237,8 @@ class CommandProcessor:
         A producer that keyed the record otherwise (no key, another partitioner) would
         otherwise split one account's inputs over two partitions, and their order.
         """
-        message = source.message
-        partitions = app.consumer.topic_partitions(message.topic) or settings.partitions
-        own = partition_for(codec.key(account_id), partitions)
-        return source.has_key_of(account_id) and message.partition == own
+        own = partition_for(codec.key(account_id), command_partitions())
+        return source.has_key_of(account_id) and source.partition == own
 
     def reroute(self, source: Input, command_id: str, account_id: str) -> Record:
         log.info(

@@ -83,8 +83,10 @@ def count_commands(applied: Iterable[tuple[str, Sequence[Event]]]) -> None:
             types[event.type] += 1
             if isinstance(event, CommandRejected):
                 reasons[event.reason] += 1
-    for counter, counts in ((commands_total, kinds), (events_total, types)):
+    for counter, counts in (
+        (commands_total, kinds),
+        (events_total, types),
+        (rejections_total, reasons),
+    ):
         for label, count in counts.items():
             counter.labels(label).inc(count)
-    for reason, count in reasons.items():
-        rejections_total.labels(reason).inc(count)

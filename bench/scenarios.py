@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from banking_app.embedded import free_port
 from banking_app.local_cluster import Broker, Worker
 from banking_app.main import default_loop
 from bench.kafka import Watcher, count_reached, create_topics, produce, versions_reached
@@ -216,7 +217,7 @@ async def naive_baseline(broker: Broker, n: int, directory: Path) -> float:
     env = same_loop_env(
         KAFKA_BROKER=broker.url,
         BENCH_DATADIR=str(directory),
-        BENCH_WEB_PORT=str(_free_port()),
+        BENCH_WEB_PORT=str(free_port()),
     )
     worker = subprocess.Popen(
         [sys.executable, "-m", "bench.naive_app", "worker", "-l", "warn"],
@@ -251,12 +252,6 @@ async def _timed(broker: Broker, source: str, target: str, n: int) -> float:
     ]
     started = await produce(broker.bootstrap, source, records)
     return await watcher.wait(TIMEOUT) - started
-
-
-def _free_port() -> int:
-    from banking_app.embedded import free_port
-
-    return free_port()
 
 
 def health_seconds(worker: Worker) -> float:

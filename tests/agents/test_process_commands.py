@@ -48,6 +48,16 @@ async def send(agent: Any, value: dict[str, Any] | bytes, key: str | None = None
     return handled
 
 
+async def send_take(agent: Any, account_id: str, commands: list[dict[str, Any]]) -> None:
+    """Put the commands on the account's partition at once, so one take decides them."""
+    key = codec.key(account_id)
+    partition = partition_for(key, 8)
+    async with agent.new_value_processed:
+        for command in commands:
+            await agent.put(orjson.dumps(command), key=key, partition=partition, wait=False)
+        await agent.new_value_processed.wait()
+
+
 def events(agent: Any) -> list[dict[str, Any]]:
     return [orjson.loads(record.value) for record in agent.outbox.on(events_topic)]
 
@@ -295,11 +305,7 @@ async def test_one_take_with_a_copy_inside_applies_each_command_once(harness: An
         {"type": "DEPOSIT", "command_id": "b2", "account_id": "dora", "amount": 40},
         {"type": "WITHDRAW", "command_id": "b3", "account_id": "dora", "amount": 15},
     ]
-    partition = partition_for(b"dora", 8)
-    async with harness.new_value_processed:
-        for record in records:
-            await harness.put(orjson.dumps(record), key=b"dora", partition=partition, wait=False)
-        await harness.new_value_processed.wait()
+    await send_take(harness, "dora", records)
     [handled] = harness.results.values()
     assert handled == [Handled.APPLIED, Handled.APPLIED, Handled.DUPLICATE, Handled.APPLIED]
     assert balance("dora") == 25
@@ -311,31 +317,27 @@ async def test_one_take_with_a_copy_inside_applies_each_command_once(harness: An
 
 
 async def test_applied_inputs_are_counted_by_type_event_and_reason(harness: Any) -> None:
-    def sample(name: str, **labels: str) -> float:
-        return metrics.registry.get_sample_value(name, labels) or 0.0
+    def counts() -> list[float]:
+        return [
+            metrics.registry.get_sample_value(name, labels) or 0.0
+            for name, labels in (
+                ("banking_commands_total", {"type": "WITHDRAW"}),
+                ("banking_events_total", {"type": "CommandRejected"}),
+                ("banking_rejections_total", {"reason": "INSUFFICIENT_FUNDS"}),
+                ("banking_events_total", {"type": "MoneyDeposited"}),
+            )
+        ]
 
-    before = (
-        sample("banking_commands_total", type="WITHDRAW"),
-        sample("banking_events_total", type="CommandRejected"),
-        sample("banking_rejections_total", reason="INSUFFICIENT_FUNDS"),
-        sample("banking_events_total", type="MoneyDeposited"),
-    )
+    before = counts()
     await open_accounts(harness, "hal")
-    commands = [
-        {"type": "WITHDRAW", "command_id": "w1", "account_id": "hal", "amount": 5},
-        {"type": "WITHDRAW", "command_id": "w2", "account_id": "hal", "amount": 7},
-        {"type": "DEPOSIT", "command_id": "w3", "account_id": "hal", "amount": 9},
-    ]
-    async with harness.new_value_processed:
-        for command in commands:
-            value = orjson.dumps(command)
-            partition = partition_for(b"hal", 8)
-            await harness.put(value, key=b"hal", partition=partition, wait=False)
-        await harness.new_value_processed.wait()
-    after = (
-        sample("banking_commands_total", type="WITHDRAW"),
-        sample("banking_events_total", type="CommandRejected"),
-        sample("banking_rejections_total", reason="INSUFFICIENT_FUNDS"),
-        sample("banking_events_total", type="MoneyDeposited"),
+    await send_take(
+        harness,
+        "hal",
+        [
+            {"type": "WITHDRAW", "command_id": "w1", "account_id": "hal", "amount": 5},
+            {"type": "WITHDRAW", "command_id": "w2", "account_id": "hal", "amount": 7},
+            {"type": "DEPOSIT", "command_id": "w3", "account_id": "hal", "amount": 9},
+        ],
     )
+    after = counts()
     assert [b - a for a, b in zip(before, after, strict=True)] == [2, 2, 2, 1]

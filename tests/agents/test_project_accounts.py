@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,27 +23,29 @@ from banking_app.tables import get_json
 from banking_app.topics import outcome_events_topic, partition_for
 
 
-@pytest.fixture()
-async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def running(agent: Any, table: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    """A projection agent under the harness, its outbox recorded, its table emptied after."""
     assert str(app.conf.store).startswith("memory:"), "tests/agents/conftest.py sets it"
     app.finalize()
     monkeypatch.setattr(projections, "outbox", RecordingOutbox())
     try:
-        async with project_accounts.test_context() as agent:
-            yield agent
+        async with agent.test_context() as harnessed:
+            yield harnessed
     finally:
-        account_views_table.data.clear()
+        table.data.clear()
+
+
+@pytest.fixture()
+async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    async with running(project_accounts, account_views_table, monkeypatch) as agent:
+        yield agent
 
 
 @pytest.fixture()
 async def outcomes(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    app.finalize()
-    monkeypatch.setattr(projections, "outbox", RecordingOutbox())
-    try:
-        async with project_outcomes.test_context() as agent:
-            yield agent
-    finally:
-        command_outcomes_table.data.clear()
+    async with running(project_outcomes, command_outcomes_table, monkeypatch) as agent:
+        yield agent
 
 
 def account_events(*commands: cmd.Command) -> list[dict[str, Any]]:
