@@ -153,7 +153,12 @@ class QueryLoad:
         self.process = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
-        time.sleep(0.5)
+        try:
+            time.sleep(0.5)
+        except BaseException:  # stopped before the block began: __exit__ will not run
+            self.process.kill()
+            self.process.wait()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
