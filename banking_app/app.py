@@ -84,6 +84,7 @@ app = BankApp(
     producer_linger=settings.producer_linger_ms / 1000.0,
     producer_max_batch_size=256 * 1024,
     broker_max_poll_records=settings.batch_size * 2,
+    stream_buffer_maxsize=settings.stream_buffer,
     topic_disable_leader=True,
     autodiscover=False,
     origin="banking_app",

@@ -43,6 +43,7 @@ class Settings:
     batch_size: int
     producer_linger_ms: int
     batch_window: float
+    stream_buffer: int
     api_token_reads: bool
 
     @property
@@ -82,6 +83,12 @@ def load() -> Settings:
         batch_size=_int("BANKING_BATCH_SIZE", 1000),
         producer_linger_ms=_int("BANKING_PRODUCER_LINGER_MS", 5),
         batch_window=_float("BANKING_BATCH_WINDOW", 0.025),
+        # Records each agent's stream may hold before Faust stops fetching its
+        # partitions. Faust's 4096 paused the events partitions over and over under a
+        # transfer load (a take of 1,000 transfers makes some 3,000 events), and each
+        # pause and resume cost the fetch loop work; 16384 took a tenth off the worker's
+        # CPU time per transfer (docs/BENCHMARKS.md).
+        stream_buffer=_int("BANKING_STREAM_BUFFER", 16384),
         api_token_reads=os.environ.get("BANKING_API_TOKEN_READS", "") in {"1", "true", "yes"},
     )
 

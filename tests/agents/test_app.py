@@ -38,3 +38,15 @@ def test_settling_freezes_what_is_alive_and_sets_the_thresholds() -> None:
 def test_faust_monitor_is_not_a_sensor_of_the_worker() -> None:
     app.on_init_dependencies()  # what the worker calls as it starts
     assert app.monitor not in list(app.sensors)
+
+
+def test_agent_streams_buffer_as_many_records_as_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from banking_app import settings as settings_module
+
+    monkeypatch.setenv("BANKING_STREAM_BUFFER", "12345")
+    assert settings_module.load().stream_buffer == 12345
+    # The app's own streams: what Faust sizes each agent's channel queue with.
+    assert app.conf.stream_buffer_maxsize == settings_module.settings.stream_buffer
+    assert app.conf.stream_buffer_maxsize > 4096  # Faust's default paused fetching
