@@ -21,6 +21,7 @@ from banking_app import codec
 from banking_app.app import app
 from banking_app.produce import Outgoing, produce
 from banking_app.settings import settings
+from banking_app.topics import hash_partition
 
 Writes = dict[bytes, bytes | None]
 
@@ -62,6 +63,23 @@ class BatchedTable(faust.Table):
         if isinstance(store, RocksDBStore):
             return store._db_for_partition(partition).get(key)  # type: ignore[no-any-return]
         return store.data.get(key)  # type: ignore[attr-defined,no-any-return]
+
+    def stored(self, key: bytes) -> bytes | None:
+        """The value of ``key`` in the local store, staged writes aside (the web views).
+
+        Faust's ``table.get`` searches every partition's database, twice (``in``, then
+        ``[]``): a quarter of a query's cost in the worker's profile. A key lives in the
+        partition its bytes hash to (``new_table``), so that one database is read first;
+        a key not found there is looked up Faust's way, which finds it even where the
+        topics have more partitions than ``BANKING_PARTITIONS`` says.
+        """
+        store = self.data
+        if isinstance(store, RocksDBStore):
+            db = store._dbs.get(hash_partition(key, self.partitions or settings.partitions))
+            value = db.get(key) if db is not None else None
+            if value is not None:
+                return value  # type: ignore[no-any-return]
+        return self.get(key)  # type: ignore[no-any-return]
 
     def store_staged(self, offsets: dict[int, int]) -> None:
         """Move the staged writes into the local store, with each partition's changelog
@@ -138,9 +156,9 @@ def new_table(name: str) -> BatchedTable:
     return table
 
 
-def get_json(table: faust.Table, key: str) -> Any:
-    """The stored value of ``key``, read through Faust (the web views, outside a take)."""
-    stored = table.get(codec.key(key))
+def get_json(table: BatchedTable, key: str) -> Any:
+    """The stored value of ``key`` (the web views, outside a take)."""
+    stored = table.stored(codec.key(key))
     return codec.loads(stored) if stored is not None else None
 
 

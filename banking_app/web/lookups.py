@@ -10,13 +10,11 @@ import asyncio
 import time
 from typing import Any
 
-import faust
-
 from banking_app import read_model
 from banking_app.app import app
 from banking_app.projections import account_views_table, command_outcomes_table
 from banking_app.settings import settings
-from banking_app.tables import get_json
+from banking_app.tables import BatchedTable, get_json
 from banking_app.web.problems import Problem
 
 POLL_SECONDS = 0.01
@@ -26,7 +24,7 @@ def _ident(url: Any) -> tuple[str, int]:
     return (str(url.host), int(url.port or 80))
 
 
-async def lookup(table: faust.Table, key: str, path: str) -> dict[str, Any] | None:
+async def lookup(table: BatchedTable, key: str, path: str) -> dict[str, Any] | None:
     """The stored value of ``key`` (as the API shows it), or None when there is none yet."""
     try:
         owner = app.router.key_store(table.name, key)

@@ -11,13 +11,16 @@ from faust.types import TP
 
 from banking_app.app import app
 from banking_app.tables import accounts_table
+from banking_app.topics import hash_partition
 
 
 @pytest.fixture()
 def rocksdb_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RocksDBStore:
     """The accounts table on a real RocksDB store in a temporary directory."""
     monkeypatch.setattr(RocksDBStore, "path", property(lambda self: tmp_path))
-    store = RocksDBStore("rocksdb://", app, accounts_table)
+    store = RocksDBStore(
+        "rocksdb://", app, accounts_table, key_serializer="raw", value_serializer="raw"
+    )
     monkeypatch.setattr(accounts_table, "_data", store)
     monkeypatch.setattr(accounts_table, "staged", {})
     return store
@@ -49,3 +52,31 @@ def test_staged_writes_are_read_back_then_stored_with_their_changelog_offset(
 
     assert table.read(b"bob", 3) is None
     assert rocksdb_table.persisted_offset(TP(changelog, 3)) == 42
+
+
+def test_the_web_views_read_a_key_from_its_own_partition_and_never_a_staged_write(
+    rocksdb_table: RocksDBStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = accounts_table
+    own = hash_partition(b"dave", table.partitions)
+    other = (hash_partition(b"erin", table.partitions) + 1) % table.partitions
+    table.stage(b"dave", b"1", own)
+    table.stage(b"erin", b"3", other)  # not where its bytes hash to
+    table.store_staged({})
+    table.stage(b"dave", b"2", own)  # a take in flight: not in the changelog yet
+
+    assert table.stored(b"dave") == b"1"
+    assert table.stored(b"nobody") is None
+
+    # One lookup, in the key's partition: Faust's search through every partition's
+    # database is needed only for a key that is not where it belongs (topics with more
+    # partitions than configured), and still finds it.
+    searched: list[bytes] = []
+    faust_get = RocksDBStore._get
+    monkeypatch.setattr(
+        RocksDBStore, "_get", lambda self, key: searched.append(key) or faust_get(self, key)
+    )
+    assert table.stored(b"dave") == b"1"
+    assert searched == []
+    assert table.stored(b"erin") == b"3"
+    assert searched == [b"erin"]
