@@ -10,12 +10,15 @@ import os
 from dataclasses import dataclass
 
 
-def _int(name: str, default: int) -> int:
+def _int(name: str, default: int, minimum: int | None = None) -> int:
     raw = os.environ.get(name, "")
     try:
-        return int(raw) if raw.strip() else default
+        value = int(raw) if raw.strip() else default
     except ValueError:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SystemExit(f"{name} must be at least {minimum}")
+    return value
 
 
 def _float(name: str, default: float) -> float:
@@ -54,9 +57,7 @@ class Settings:
 
 
 def load() -> Settings:
-    partitions = _int("BANKING_PARTITIONS", 8)
-    if partitions < 1:
-        raise SystemExit("BANKING_PARTITIONS must be at least 1")
+    partitions = _int("BANKING_PARTITIONS", 8, minimum=1)
     guarantee = os.environ.get("BANKING_PROCESSING_GUARANTEE", "at_least_once")
     if guarantee not in {"at_least_once", "exactly_once"}:
         raise SystemExit("BANKING_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
@@ -87,8 +88,8 @@ def load() -> Settings:
         # partitions. Faust's 4096 paused the events partitions over and over under a
         # transfer load (a take of 1,000 transfers makes some 3,000 events), and each
         # pause and resume cost the fetch loop work; 16384 took a tenth off the worker's
-        # CPU time per transfer (docs/BENCHMARKS.md).
-        stream_buffer=_int("BANKING_STREAM_BUFFER", 16384),
+        # CPU time per transfer (docs/BENCHMARKS.md). Faust reads 0 as "no bound".
+        stream_buffer=_int("BANKING_STREAM_BUFFER", 16384, minimum=1),
         api_token_reads=os.environ.get("BANKING_API_TOKEN_READS", "") in {"1", "true", "yes"},
     )
 

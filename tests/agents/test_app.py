@@ -8,6 +8,7 @@ import gc
 import pytest
 
 from banking_app import app as app_module
+from banking_app import settings as settings_module
 from banking_app.app import GC_THRESHOLDS, app, settle_garbage_collector
 
 
@@ -43,10 +44,26 @@ def test_faust_monitor_is_not_a_sensor_of_the_worker() -> None:
 def test_agent_streams_buffer_as_many_records_as_configured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from banking_app import settings as settings_module
-
     monkeypatch.setenv("BANKING_STREAM_BUFFER", "12345")
     assert settings_module.load().stream_buffer == 12345
     # The app's own streams: what Faust sizes each agent's channel queue with.
     assert app.conf.stream_buffer_maxsize == settings_module.settings.stream_buffer
     assert app.conf.stream_buffer_maxsize > 4096  # Faust's default paused fetching
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        ("BANKING_STREAM_BUFFER", "0", "BANKING_STREAM_BUFFER must be at least 1"),
+        ("BANKING_STREAM_BUFFER", "-5", "BANKING_STREAM_BUFFER must be at least 1"),
+        ("BANKING_STREAM_BUFFER", "lots", "BANKING_STREAM_BUFFER must be an integer, got 'lots'"),
+        ("BANKING_PARTITIONS", "0", "BANKING_PARTITIONS must be at least 1"),
+    ],
+)
+def test_a_setting_out_of_range_stops_the_worker_with_its_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, raw: str, message: str
+) -> None:
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(SystemExit) as stopped:
+        settings_module.load()
+    assert str(stopped.value) == message
