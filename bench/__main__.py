@@ -27,6 +27,13 @@ def parse(argv: list[str]) -> Config:
     parser.add_argument("--transfers", type=int, default=None)
     parser.add_argument("--query-rate", type=float, default=500.0)
     parser.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="times the deposits, transfers and baselines are measured; medians are "
+        "reported (default 3; 1 with --quick)",
+    )
+    parser.add_argument(
         "--growth",
         default=None,
         help="comma-separated account counts (default 1000,100000,1000000)",
@@ -55,6 +62,7 @@ def parse(argv: list[str]) -> Config:
             if n
         ],
         growth_deposits=args.growth_deposits or (500 if quick else 20_000),
+        trials=max(1, args.trials or (1 if quick else 3)),
     )
     config.output = args.output or ("-" if quick else "docs/BENCHMARKS.md")
     return config

@@ -11,8 +11,11 @@ import os
 import faust
 import orjson
 
+#: Set per trial of the benchmark, so a trial never resumes an earlier one's topics.
+RUN = os.environ.get("BENCH_RUN", "")
+
 app = faust.App(
-    "bench-naive",
+    f"bench-naive{RUN}",
     broker=os.environ.get("KAFKA_BROKER", "kafka://localhost:9092"),
     store="rocksdb://",
     datadir=os.environ.get("BENCH_DATADIR", "bench-naive-data"),
@@ -23,7 +26,7 @@ app = faust.App(
     autodiscover=False,
 )
 commands = app.topic(
-    "naive-commands",
+    f"naive-commands{RUN}",
     key_type=bytes,
     value_type=bytes,
     key_serializer="raw",
@@ -31,7 +34,7 @@ commands = app.topic(
     internal=True,
 )
 events = app.topic(
-    "naive-events",
+    f"naive-events{RUN}",
     key_type=bytes,
     value_type=bytes,
     key_serializer="raw",

@@ -15,7 +15,7 @@ async def main(bootstrap: str, source: str, target: str) -> None:
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
-        group_id="bench-raw",
+        group_id=f"bench-raw-{source}",  # a new group for each trial's topic
         auto_offset_reset="earliest",
         enable_auto_commit=True,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,47 @@ def _q(stats: dict[str, Any]) -> str:
     )
 
 
+def _rate(values: list[float]) -> str:
+    """The median rate, with the range when there were several trials."""
+    text = f"{statistics.median(values):,.0f} /s"
+    if len(values) > 1:
+        text += f" (median of {len(values)}: {min(values):,.0f} to {max(values):,.0f})"
+    return text
+
+
+def _ratio(trials: list[dict[str, Any]], measure: str, baseline: str) -> float:
+    """The median of the trials' ratios: each trial's pair ran minutes apart."""
+    return statistics.median(t[measure] / t[baseline] for t in trials)
+
+
+def _queries(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every trial's query load at once: median p50 and p99, the worst max, all errors."""
+    measured = [t["queries"] for t in trials if t["queries"].get("requests")]
+    if not measured:
+        return {"requests": 0}
+    return {
+        "requests": sum(q["requests"] for q in measured),
+        "errors": sum(q["errors"] for q in measured),
+        "p50_ms": statistics.median(q["p50_ms"] for q in measured),
+        "p99_ms": statistics.median(q["p99_ms"] for q in measured),
+        "max_ms": max(q["max_ms"] for q in measured),
+    }
+
+
+def _p99s(trials: list[dict[str, Any]]) -> str:
+    if len(trials) < 2:
+        return ""
+    return (
+        " (p99 of each trial: "
+        + ", ".join(f"{t['queries']['p99_ms']:.1f}" for t in trials if t["queries"].get("requests"))
+        + " ms)"
+    )
+
+
 def write_report(config: Config, r: dict[str, Any]) -> str:
-    raw, naive = r["raw_per_s"], r["naive_per_s"]
+    trials = r["trials"]
+    raw = [t["raw_per_s"] for t in trials]
+    naive = [t["naive_per_s"] for t in trials]
     lines = [
         "# Benchmarks",
         "",
@@ -59,7 +99,7 @@ def write_report(config: Config, r: dict[str, Any]) -> str:
         f"- machine: {machine()}",
         f"- settings: {config.accounts} accounts, {config.deposits} deposits, "
         f"{config.transfers} transfers, queries at {config.query_rate:.0f}/s, "
-        f"8 partitions, batch {settings.batch_size}, "
+        f"8 partitions, batch {settings.batch_size}, {len(trials)} trial(s), "
         f"event loop {same_loop_env().get('FAUST_LOOP', 'aio')} (worker and baselines)"
         + (" (quick mode)" if config.quick else ""),
         f"- targets (issue 5): {TARGETS}",
@@ -68,14 +108,16 @@ def write_report(config: Config, r: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| worker ready after start | {r['ready_s']:.1f} s | |",
         f"| accounts opened | {r['open_per_s']:,.0f} /s | |",
-        f"| deposits, full semantics | {r['deposits_per_s']:,.0f} /s | "
-        f"{r['deposits_per_s'] / raw:.2f} x (a), {r['deposits_per_s'] / naive:.2f} x (b) |",
-        f"| cross-partition transfers | {r['transfers_per_s']:,.0f} /s | "
-        f"{r['transfers_per_s'] / raw:.2f} x (a) |",
-        f"| queries during deposits | {_q(r['queries'])} | |",
-        f"| baseline (a): raw aiokafka consume-produce | {raw:,.0f} /s | 1 |",
-        f"| baseline (b): naive Faust agent | {naive:,.0f} /s | {naive / raw:.2f} x (a) |",
-        f"| worker peak RSS | {r['peak_rss_mib']:.0f} MiB | |",
+        f"| deposits, full semantics | {_rate([t['deposits_per_s'] for t in trials])} | "
+        f"{_ratio(trials, 'deposits_per_s', 'raw_per_s'):.2f} x (a), "
+        f"{_ratio(trials, 'deposits_per_s', 'naive_per_s'):.2f} x (b) |",
+        f"| cross-partition transfers | {_rate([t['transfers_per_s'] for t in trials])} | "
+        f"{_ratio(trials, 'transfers_per_s', 'raw_per_s'):.2f} x (a) |",
+        f"| queries during deposits | {_q(_queries(trials))}{_p99s(trials)} | |",
+        f"| baseline (a): raw aiokafka consume-produce | {_rate(raw)} | 1 |",
+        f"| baseline (b): naive Faust agent | {_rate(naive)} | "
+        f"{_ratio(trials, 'naive_per_s', 'raw_per_s'):.2f} x (a) |",
+        f"| worker peak RSS | {max(t['peak_rss_mib'] or 0 for t in trials):.0f} MiB | |",
         f"| `replay --verify` after the load | {r['verify']} | |",
         "",
         "## Growth",

@@ -45,6 +45,7 @@ class Config:
     query_rate: float
     growth: list[int]
     growth_deposits: int
+    trials: int = 1
     output: str = "-"
     seed: int = 7
 
@@ -197,11 +198,12 @@ def same_loop_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def raw_baseline(broker: Broker, n: int) -> float:
+async def raw_baseline(broker: Broker, n: int, run: str = "") -> float:
     """Baseline (a): aiokafka consume → produce one event per command, no state."""
-    await create_topics(broker.bootstrap, ["raw-commands", "raw-events"], PARTITIONS)
+    source, target = f"raw-commands{run}", f"raw-events{run}"
+    await create_topics(broker.bootstrap, [source, target], PARTITIONS)
     loop = subprocess.Popen(
-        [sys.executable, "-m", "bench.raw_loop", broker.bootstrap, "raw-commands", "raw-events"],
+        [sys.executable, "-m", "bench.raw_loop", broker.bootstrap, source, target],
         env=same_loop_env(),
         stdout=subprocess.PIPE,
         text=True,
@@ -210,16 +212,18 @@ async def raw_baseline(broker: Broker, n: int) -> float:
         assert loop.stdout is not None
         loop.stdout.readline()  # "ready"
         await asyncio.sleep(1)  # let its consumer group settle
-        return n / await _timed(broker, "raw-commands", "raw-events", n)
+        return n / await _timed(broker, source, target, n)
     finally:
         loop.terminate()
         loop.wait(30)
 
 
-async def naive_baseline(broker: Broker, n: int, directory: Path) -> float:
+async def naive_baseline(broker: Broker, n: int, directory: Path, run: str = "") -> float:
     """Baseline (b): a Faust agent doing ``table[account] += amount`` and one send."""
-    await create_topics(broker.bootstrap, ["naive-commands", "naive-events"], PARTITIONS)
+    source, target = f"naive-commands{run}", f"naive-events{run}"
+    await create_topics(broker.bootstrap, [source, target], PARTITIONS)
     env = same_loop_env(
+        BENCH_RUN=run,
         KAFKA_BROKER=broker.url,
         BENCH_DATADIR=str(directory),
         BENCH_WEB_PORT=str(free_port()),
@@ -231,8 +235,8 @@ async def naive_baseline(broker: Broker, n: int, directory: Path) -> float:
         stderr=subprocess.DEVNULL,
     )
     try:
-        await _timed(broker, "naive-commands", "naive-events", 1)  # warm up: group joined
-        return n / await _timed(broker, "naive-commands", "naive-events", n)
+        await _timed(broker, source, target, 1)  # warm up: group joined
+        return n / await _timed(broker, source, target, n)
     finally:
         worker.terminate()
         worker.wait(30)
@@ -298,6 +302,33 @@ async def growth(config: Config, size: int, root: Path, rng: random.Random) -> d
     }
 
 
+async def trial(
+    config: Config, bank: Bank, root: Path, rng: random.Random, index: int
+) -> dict[str, Any]:
+    """One trial of the main phase: deposits under the query load and transfers on the
+    bank, then both baselines with the bank's worker stopped (it would take their CPU)."""
+    run = f"m{index}"
+    if bank.worker.process is None or bank.worker.process.poll() is not None:
+        bank.worker.start()  # a restart on the same data dir
+    try:
+        with QueryLoad(bank.worker.url, config.query_rate, config.accounts) as load:
+            deposits_per_s = await deposits(bank, config.accounts, config.deposits, run, rng)
+        transfers_per_s = await transfers(bank, config.accounts, config.transfers, run, rng)
+        rss = bank.worker.peak_rss_mib()
+    finally:
+        bank.worker.stop()
+    return {
+        "deposits_per_s": deposits_per_s,
+        "queries": load.summary(),
+        "transfers_per_s": transfers_per_s,
+        "peak_rss_mib": rss,
+        "raw_per_s": await raw_baseline(bank.broker, config.deposits, f"-{index}"),
+        "naive_per_s": await naive_baseline(
+            bank.broker, config.deposits, root / f"naive-{index}", f"-{index}"
+        ),
+    }
+
+
 async def run_all(config: Config) -> dict[str, Any]:
     rng = random.Random(config.seed)
     results: dict[str, Any] = {}
@@ -308,20 +339,16 @@ async def run_all(config: Config) -> dict[str, Any]:
             try:
                 results["ready_s"] = bank.ready_seconds  # type: ignore[attr-defined]
                 results["open_per_s"] = await open_accounts(bank, config.accounts, "m")
-                with QueryLoad(bank.worker.url, config.query_rate, config.accounts) as load:
-                    results["deposits_per_s"] = await deposits(
-                        bank, config.accounts, config.deposits, "m", rng
-                    )
-                results["queries"] = load.summary()
-                results["transfers_per_s"] = await transfers(
-                    bank, config.accounts, config.transfers, "m", rng
-                )
-                results["peak_rss_mib"] = bank.worker.peak_rss_mib()
+                # Trials alternate the bank and the baselines, so a drift in the
+                # machine's speed reaches both, and the median of each is reported.
+                results["trials"] = [
+                    await trial(config, bank, root, rng, index)
+                    for index in range(1, config.trials + 1)
+                ]
+                bank.worker.start()  # finishes the legs of the last transfers
                 results["verify"] = _verify(broker)
             finally:
                 bank.worker.stop()
-            results["raw_per_s"] = await raw_baseline(broker, config.deposits)
-            results["naive_per_s"] = await naive_baseline(broker, config.deposits, root / "naive")
         results["growth"] = [await growth(config, size, root, rng) for size in config.growth]
     return results
 

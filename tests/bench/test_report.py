@@ -1,0 +1,83 @@
+"""The report's figures over several trials: medians, ranges and per-trial ratios."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.report import write_report
+from bench.scenarios import Config
+
+
+def trial(deposits: float, raw: float, p99: float, errors: int = 0) -> dict:
+    return {
+        "deposits_per_s": deposits,
+        "transfers_per_s": deposits / 2,
+        "queries": {
+            "requests": 100,
+            "errors": errors,
+            "p50_ms": p99 / 4,
+            "p99_ms": p99,
+            "max_ms": p99 * 2,
+        },
+        "peak_rss_mib": deposits / 10,
+        "raw_per_s": raw,
+        "naive_per_s": raw / 10,
+    }
+
+
+def report(trials: list[dict], tmp_path: Path) -> str:
+    config = Config(
+        quick=False,
+        accounts=10,
+        deposits=10,
+        transfers=10,
+        query_rate=500,
+        growth=[],
+        growth_deposits=10,
+        trials=len(trials),
+        output=str(tmp_path / "BENCHMARKS.md"),
+    )
+    results = {
+        "ready_s": 1.0,
+        "open_per_s": 1.0,
+        "trials": trials,
+        "verify": "exit 0",
+        "growth": [],
+    }
+    return write_report(config, results)
+
+
+def row(text: str, measure: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {measure}"))
+
+
+def test_rates_are_medians_with_their_range(tmp_path: Path) -> None:
+    text = report([trial(3000, 40000, 9), trial(1000, 10000, 30), trial(2000, 30000, 8)], tmp_path)
+    assert "2,000 /s (median of 3: 1,000 to 3,000)" in row(text, "deposits")
+    assert "30,000 /s (median of 3: 10,000 to 40,000)" in row(text, "baseline (a)")
+    assert "300 MiB" in row(text, "worker peak RSS")  # the highest of the trials
+
+
+def test_ratios_pair_each_trial_with_its_own_baselines(tmp_path: Path) -> None:
+    # Per trial 0.1, 0.2 and 0.05 x (a): the median is 0.1. The ratio of the medians,
+    # 2,000 / 30,000 = 0.07, would pair a rate with a baseline of another moment.
+    text = report([trial(3000, 30000, 9), trial(1000, 5000, 30), trial(2000, 40000, 8)], tmp_path)
+    assert "0.10 x (a), 1.00 x (b)" in row(text, "deposits")
+
+
+def test_queries_report_the_median_p99_the_worst_max_and_every_error(tmp_path: Path) -> None:
+    text = report(
+        [trial(3000, 40000, 9, errors=1), trial(1000, 10000, 30), trial(2000, 30000, 8, errors=2)],
+        tmp_path,
+    )
+    queries = row(text, "queries during deposits")
+    assert "p99 9.0 ms" in queries
+    assert "max 60.0 ms" in queries
+    assert "3 errors of 300" in queries
+    assert "9.0, 30.0, 8.0 ms" in queries
+
+
+def test_one_trial_reports_plain_figures(tmp_path: Path) -> None:
+    text = report([trial(3000, 40000, 9)], tmp_path)
+    assert "| 3,000 /s |" in row(text, "deposits")
+    assert "median" not in text
