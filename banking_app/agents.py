@@ -25,6 +25,7 @@ from banking_app.domain.decide import Decision, rejection
 from banking_app.outbox import Bundles, KafkaOutbox, Outbox, Record
 from banking_app.processing import AccountRow, Position, as_position, process, stored_position
 from banking_app.settings import settings
+from banking_app.streams import takes
 from banking_app.tables import accounts_table, command_offsets_table, read_json, stage_json
 from banking_app.topics import (
     OUTPUT_TOPICS,
@@ -346,5 +347,5 @@ processor = CommandProcessor(KafkaOutbox(OUTPUT_TOPICS))
 
 @app.agent(commands_topic)
 async def process_commands(stream: faust.StreamT[bytes]) -> AsyncIterator[list[Handled]]:
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_window):
+    async for events in takes(stream):
         yield await processor.handle_batch(events)

@@ -88,4 +88,5 @@ app = BankApp(
     topic_disable_leader=True,
     autodiscover=False,
     origin="banking_app",
+    Stream="banking_app.streams:QuietTakeStream",
 )

@@ -25,6 +25,7 @@ from banking_app.app import app
 from banking_app.domain import Event, event_from_dict
 from banking_app.outbox import Bundles, KafkaOutbox
 from banking_app.settings import settings
+from banking_app.streams import takes
 from banking_app.tables import new_table, read_json, stage_json
 from banking_app.topics import OUTPUT_TOPICS, events_topic, hash_partition, outcome_events_topic
 from banking_app.turns import taking_turns
@@ -132,7 +133,7 @@ async def project_accounts(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
     for ``?wait=true``). A crash between the two re-sends the events on reprocessing,
     which the outcome fold ignores (event ids).
     """
-    async for records in stream.take_events(settings.batch_size, within=settings.batch_window):
+    async for records in takes(stream):
         projection = AccountProjection()
         changed = 0
         async for record in taking_turns(records):
@@ -147,7 +148,7 @@ async def project_accounts(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
 @app.agent(outcome_events_topic)
 async def project_outcomes(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
     """Fold each command's events into its outcome, on the partition of its command id."""
-    async for records in stream.take_events(settings.batch_size, within=settings.batch_window):
+    async for records in takes(stream):
         outcomes: dict[str, tuple[dict[str, Any], int]] = {}
         async for record in taking_turns(records, every=1):
             partition = record.message.partition

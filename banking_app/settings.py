@@ -21,12 +21,15 @@ def _int(name: str, default: int, minimum: int | None = None) -> int:
     return value
 
 
-def _float(name: str, default: float) -> float:
+def _float(name: str, default: float, minimum: float | None = None) -> float:
     raw = os.environ.get(name, "")
     try:
-        return float(raw) if raw.strip() else default
+        value = float(raw) if raw.strip() else default
     except ValueError:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+    if minimum is not None and not value >= minimum:  # "not >=": NaN is refused too
+        raise SystemExit(f"{name} must be at least {minimum:g}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Settings:
     batch_size: int
     producer_linger_ms: int
     batch_window: float
+    batch_quiet: float
     stream_buffer: int
     api_token_reads: bool
 
@@ -77,13 +81,14 @@ def load() -> Settings:
         commands_retention_ms=_int("BANKING_COMMANDS_RETENTION_MS", 7 * 24 * 3600 * 1000),
         api_token=os.environ.get("BANKING_API_TOKEN", ""),
         fetch_max_wait_ms=_int("BANKING_FETCH_MAX_WAIT_MS", 50),
-        # Agents take up to this many records at a time, waiting at most this long for a
-        # take to fill: 25 ms rather than 10 made takes under load about twice as large
-        # and transfers/s 20% higher, for about 10 ms more per ?wait=true answer
-        # (docs/BENCHMARKS.md).
-        batch_size=_int("BANKING_BATCH_SIZE", 1000),
+        # Agents take up to this many records at a time. A take is handled once no
+        # record arrived for ``batch_quiet`` seconds, or ``batch_window`` after its first
+        # record (banking_app.streams): under load takes fill, and a lone command waits
+        # only the quiet time at each agent (docs/BENCHMARKS.md).
+        batch_size=_int("BANKING_BATCH_SIZE", 1000, minimum=1),
         producer_linger_ms=_int("BANKING_PRODUCER_LINGER_MS", 5),
-        batch_window=_float("BANKING_BATCH_WINDOW", 0.025),
+        batch_window=_float("BANKING_BATCH_WINDOW", 0.1, minimum=0),
+        batch_quiet=_float("BANKING_BATCH_QUIET", 0.005, minimum=0),
         # Records each agent's stream may hold before Faust stops fetching its
         # partitions. Faust's 4096 paused the events partitions over and over under a
         # transfer load (a take of 1,000 transfers makes some 3,000 events), and each

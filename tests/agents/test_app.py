@@ -10,6 +10,7 @@ import pytest
 from banking_app import app as app_module
 from banking_app import settings as settings_module
 from banking_app.app import GC_THRESHOLDS, app, settle_garbage_collector
+from banking_app.streams import QuietTakeStream
 
 
 async def test_the_first_recovery_settles_the_garbage_collector_once(
@@ -51,6 +52,15 @@ def test_agent_streams_buffer_as_many_records_as_configured(
     assert app.conf.stream_buffer_maxsize > 4096  # Faust's default paused fetching
 
 
+def test_agents_take_quietly_with_the_configured_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BANKING_BATCH_QUIET", "0.02")
+    monkeypatch.setenv("BANKING_BATCH_WINDOW", "0.5")
+    loaded = settings_module.load()
+    assert (loaded.batch_quiet, loaded.batch_window) == (0.02, 0.5)
+    # Every stream of the app, the agents' included, can take quietly.
+    assert app.conf.Stream is QuietTakeStream
+
+
 @pytest.mark.parametrize(
     ("name", "raw", "message"),
     [
@@ -58,6 +68,10 @@ def test_agent_streams_buffer_as_many_records_as_configured(
         ("BANKING_STREAM_BUFFER", "-5", "BANKING_STREAM_BUFFER must be at least 1"),
         ("BANKING_STREAM_BUFFER", "lots", "BANKING_STREAM_BUFFER must be an integer, got 'lots'"),
         ("BANKING_PARTITIONS", "0", "BANKING_PARTITIONS must be at least 1"),
+        ("BANKING_BATCH_SIZE", "0", "BANKING_BATCH_SIZE must be at least 1"),
+        ("BANKING_BATCH_QUIET", "-0.1", "BANKING_BATCH_QUIET must be at least 0"),
+        ("BANKING_BATCH_WINDOW", "nan", "BANKING_BATCH_WINDOW must be at least 0"),
+        ("BANKING_BATCH_WINDOW", "soon", "BANKING_BATCH_WINDOW must be a number, got 'soon'"),
     ],
 )
 def test_a_setting_out_of_range_stops_the_worker_with_its_name(
