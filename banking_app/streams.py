@@ -15,9 +15,10 @@ ends of the load:
 ``QuietTakeStream.take_quiet`` yields a take as soon as no event arrived for ``quiet``
 seconds (a few milliseconds), at ``max_`` events, or ``within`` after its first event.
 Under load events keep arriving, so takes fill; a lone command waits ``quiet``, not
-``within``. Everything else (events acknowledged only after the take was handled, the
-buffer closed while a take is handled) is Faust's ``take_events``, except that the
-acknowledgements of a take give other tasks their turns.
+``within``. Everything else is Faust's ``take_events``: the buffer is closed while a
+take is handled, and a take's events are acknowledged when the agent asks for the next
+take, or when the generator is closed (as Faust does, that includes a take whose
+handling raised). Only the acknowledgements now give other tasks their turns.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class QuietTakeStream(faust.Stream):
                 await self.crash(exc)
             return value
 
-        # The events are acknowledged here, once the take has been handled.
+        # The events are acknowledged here, when the take is done with (below).
         self.enable_acks = False
         self.add_processor(add_to_buffer)
         self._enable_passive(aiter(self.channel))  # type: ignore[arg-type]

@@ -58,9 +58,14 @@ def _ratio(trials: list[dict[str, Any]], measure: str, baseline: str) -> float:
     return statistics.median(t[measure] / t[baseline] for t in trials)
 
 
+def _measured(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The query figures of the trials whose load made requests."""
+    return [t["queries"] for t in trials if t["queries"].get("requests")]
+
+
 def _queries(trials: list[dict[str, Any]]) -> dict[str, Any]:
     """Every trial's query load at once: median p50 and p99, the worst max, all errors."""
-    measured = [t["queries"] for t in trials if t["queries"].get("requests")]
+    measured = _measured(trials)
     if not measured:
         return {"requests": 0}
     return {
@@ -77,7 +82,7 @@ def _p99s(trials: list[dict[str, Any]]) -> str:
         return ""
     return (
         " (p99 of each trial: "
-        + ", ".join(f"{t['queries']['p99_ms']:.1f}" for t in trials if t["queries"].get("requests"))
+        + ", ".join(f"{q['p99_ms']:.1f}" for q in _measured(trials))
         + " ms)"
     )
 
