@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+import pytest
 
 from banking_app.streams import QuietTakeStream
 
@@ -82,3 +83,34 @@ async def test_a_take_that_keeps_filling_is_handled_at_the_end_of_its_window() -
     await run(max_=1000, within=0.2, quiet=1.0, values=values, pause=0.01)
     assert len(seen) > 1
     assert taken() == values
+
+
+async def test_acknowledging_a_large_take_lets_other_tasks_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The web views share the event loop: a take's acknowledgements take turns with them."""
+    acked = 0
+    between: list[int] = []  # acknowledgement counts another task saw mid-take
+    acknowledge = QuietTakeStream.ack
+
+    async def counting_ack(self: QuietTakeStream, event: Any) -> bool:
+        nonlocal acked
+        acked += 1
+        return await acknowledge(self, event)
+
+    async def other_task() -> None:
+        while True:
+            if 0 < acked < 200:
+                between.append(acked)
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(QuietTakeStream, "ack", counting_ack)
+    watcher = asyncio.create_task(other_task())
+    try:
+        values = [str(n).encode() for n in range(200)]
+        await run(max_=1000, within=3600.0, quiet=0.05, values=values, pause=0)
+        await until(lambda: acked == 200)
+    finally:
+        watcher.cancel()
+    assert [len(take) for take in seen] == [200]
+    assert between, "no other task ran while the take was acknowledged"
