@@ -1,3 +1,3 @@
-from banking_app.main import main
+from banking_app.operations.launcher import main
 
 main()

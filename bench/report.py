@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from banking_app.settings import settings
+from banking_app.runtime.settings import settings
 from bench.scenarios import Config, same_loop_env
 
 TARGETS = "3,000 deposits/s and >= 0.3 x baseline (a); 1,500 transfers/s; query p99 <= 10 ms"

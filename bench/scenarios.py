@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 
-from banking_app.embedded import free_port
-from banking_app.local_cluster import Broker, Worker
-from banking_app.main import default_loop
+from banking_app.operations.embedded_broker import free_port
+from banking_app.operations.launcher import default_loop
+from banking_app.operations.local_cluster import Broker, Worker
 from bench.kafka import Watcher, count_reached, create_topics, produce, versions_reached
 
 VIEWS = "banking-app-account-views-changelog"

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Agent unit tests keep tables in memory; this must be set before banking_app.app is
+# imported, which configures the app. Worker subprocesses are given their own store.
+os.environ["BANKING_STORE"] = "memory://"
 sys.path.insert(0, str(Path(__file__).parent))
 
 from support.cluster import Broker, Worker

@@ -1,8 +1,6 @@
-"""The HTTP side of the worker (Faust web views): commands in, queries out, operations.
+"""HTTP pieces both services use: problem+json errors, request validation, the base
+view, read-your-writes lookups, and the operational views (health, metrics, OpenAPI).
 
-Importing this package registers every view with the app.
+The services' own views live with them (``command_service.views``,
+``query_service.views``); ``banking_app.app`` registers them all.
 """
-
-from banking_app.web import commands, health, metrics, openapi, queries
-
-__all__ = ["commands", "health", "metrics", "openapi", "queries"]

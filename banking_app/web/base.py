@@ -10,8 +10,8 @@ from typing import Any
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
-from banking_app import metrics
-from banking_app.settings import settings
+from banking_app.runtime import metrics
+from banking_app.runtime.settings import settings
 from banking_app.web.problems import Problem
 
 log = logging.getLogger(__name__)

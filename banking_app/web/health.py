@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faust.web import Request, Response
 
-from banking_app.app import app
+from banking_app.runtime.faust_app import app
 from banking_app.web.base import ApiView
 
 

@@ -1,7 +1,8 @@
 """Read a read-model key wherever it lives: locally, or from the worker that owns it.
 
 Used by ``?wait=true``, which must see the outcome and the accounts it touched before it
-answers, on whichever workers hold them.
+answers, on whichever workers hold them. The read tables are the query service's; they
+are found by name in ``app.tables``, so the command service needs no import of it.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ import asyncio
 import time
 from typing import Any
 
-from banking_app import read_model
-from banking_app.app import app
-from banking_app.projections import account_views_table, command_outcomes_table
-from banking_app.settings import settings
-from banking_app.tables import BatchedTable, get_json
+from banking_app.runtime.faust_app import app
+from banking_app.runtime.settings import settings
+from banking_app.runtime.tables import BatchedTable, get_json
+from banking_app.runtime.topics import ACCOUNT_VIEWS_TABLE, COMMAND_OUTCOMES_TABLE
 from banking_app.web.problems import Problem
 
 POLL_SECONDS = 0.01
@@ -43,12 +43,12 @@ async def lookup(table: BatchedTable, key: str, path: str) -> dict[str, Any] | N
 
 async def outcome(command_id: str) -> dict[str, Any] | None:
     # Unquoted: yarl quotes the path when it builds the URL (ids are URL-safe anyway).
-    return await lookup(command_outcomes_table, command_id, f"/commands/{command_id}")
+    return await lookup(app.tables[COMMAND_OUTCOMES_TABLE], command_id, f"/commands/{command_id}")
 
 
 async def account(account_id: str) -> dict[str, Any] | None:
-    found = await lookup(account_views_table, account_id, f"/accounts/{account_id}")
-    return read_model.public_view(found) if found is not None else None
+    """The account's view as stored or as its owner answers it; ``version`` is its seq."""
+    return await lookup(app.tables[ACCOUNT_VIEWS_TABLE], account_id, f"/accounts/{account_id}")
 
 
 async def wait_for_outcome(command_id: str, timeout: float) -> dict[str, Any] | None:

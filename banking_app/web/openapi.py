@@ -11,9 +11,9 @@ from typing import Any
 from faust.web import Request, Response
 
 from banking_app import __version__
-from banking_app.app import app
 from banking_app.domain.commands import ACCOUNT_ID_RE, COMMAND_ID_RE, CURRENCY_RE, MAX_AMOUNT
 from banking_app.domain.errors import Reason
+from banking_app.runtime.faust_app import app
 from banking_app.web.base import ApiView
 from banking_app.web.problems import PROBLEM_JSON
 from banking_app.web.validation import MAX_WAIT_SECONDS

@@ -32,7 +32,6 @@ from unittest.mock import patch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from banking_app import processing
 from banking_app.domain import (
     CloseAccount,
     Command,
@@ -47,7 +46,8 @@ from banking_app.domain import (
 )
 from banking_app.domain import events as ev
 from banking_app.domain.ledger import Ledger
-from banking_app.processing import RECENT_WINDOW, AccountRow, process
+from banking_app.event_processor import idempotency as processing
+from banking_app.event_processor.idempotency import RECENT_WINDOW, AccountRow, process
 
 ACCOUNT_IDS = ("acc-a", "acc-b", "acc-c", "acc-d")
 CURRENCIES = ("EUR", "USD")

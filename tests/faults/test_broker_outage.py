@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from banking_app import embedded
+from banking_app.operations import embedded_broker
 from support.cluster import Broker, Worker
 from support.load import (
     EventLog,
@@ -50,7 +50,7 @@ async def wait_for_log(worker: Worker, text: str, count: int = 1, timeout: float
 
 
 async def test_a_worker_started_before_its_broker_waits_for_it(tmp_path: Path) -> None:
-    port = embedded.free_port()  # nothing listens here yet
+    port = embedded_broker.free_port()  # nothing listens here yet
     broker = Broker(port, process=None)  # type: ignore[arg-type]
     worker = Worker(broker, tmp_path / "worker")
     worker.directory.mkdir()
@@ -64,7 +64,7 @@ async def test_a_worker_started_before_its_broker_waits_for_it(tmp_path: Path) -
         assert worker.process is not None and worker.process.poll() is None
         assert worker.health() is None  # not serving yet
 
-        process = await asyncio.to_thread(embedded.start_tansu, port)
+        process = await asyncio.to_thread(embedded_broker.start_tansu, port)
         broker.process = process
         await asyncio.to_thread(worker.wait_ready)
         await wait_for_log(worker, f"Kafka at localhost:{port} answers again")
@@ -81,7 +81,7 @@ async def test_a_worker_started_before_its_broker_waits_for_it(tmp_path: Path) -
     finally:
         worker.stop()
         if process is not None:
-            embedded.stop(process)
+            embedded_broker.stop(process)
 
 
 # ----------------------------------------------------------------- pause under load

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from banking_app.codec import DEAD_LETTER_VALUE_BYTES
+from banking_app.runtime.codec import DEAD_LETTER_VALUE_BYTES
 from support.cluster import Broker, Client, Worker, command
 from support.load import (
     EventLog,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from banking_app.topics import partition_for
+from banking_app.runtime.topics import partition_for
 from support.cluster import Broker, Worker
 from support.load import (
     EventLog,

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import aiohttp
 import orjson
 
-from banking_app.topics import partition_for
+from banking_app.runtime.topics import partition_for
 from support.cluster import Broker, Worker
 
 PARTITIONS = 8

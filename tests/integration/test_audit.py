@@ -18,7 +18,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from banking_app.topics import partition_for
+from banking_app.runtime.topics import partition_for
 from support.cluster import Broker, Worker
 
 pytestmark = pytest.mark.kafka

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from banking_app.offsets import true_end_offsets
+from banking_app.runtime.offsets import true_end_offsets
 from support.cluster import Broker
 
 pytestmark = pytest.mark.kafka

@@ -27,7 +27,7 @@ import pytest
 
 from banking_app.domain.events import TERMINAL_TYPES, event_from_dict
 from banking_app.domain.ledger import Ledger
-from banking_app.topics import partition_for
+from banking_app.runtime.topics import partition_for
 from support.cluster import Broker, Client, Worker, command
 
 pytestmark = pytest.mark.kafka
@@ -646,7 +646,7 @@ async def test_restart_recovers_state_from_changelogs(tmp_path: Path) -> None:
 
     Commands go in bursts over accounts that share partitions, so the worker handles
     them in takes and writes several rows of one changelog partition in one produce
-    batch, which recovery must read to its last record (see banking_app/offsets.py).
+    batch, which recovery must read to its last record (see banking_app/runtime/offsets.py).
     """
     candidates = [f"restart-{n}" for n in range(200)]
     accounts = [a for a in candidates if part(a) == 0][:4] + [

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from banking_app.embedded import free_port
-from banking_app.local_cluster import Broker, Worker
+from banking_app.operations.embedded_broker import free_port
+from banking_app.operations.local_cluster import Broker, Worker
 
 pytestmark = pytest.mark.kafka
 BANKING_APP = [sys.executable, "-m", "banking_app"]

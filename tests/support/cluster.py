@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from banking_app.local_cluster import READY_TIMEOUT, Broker, Worker
+from banking_app.operations.local_cluster import READY_TIMEOUT, Broker, Worker
 
 __all__ = ["READY_TIMEOUT", "Broker", "Client", "Worker", "command"]
 

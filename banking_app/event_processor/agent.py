@@ -1,0 +1,358 @@
+"""The command agent: decide each command against its account and emit the events.
+
+Order of writes per take (docs/at-least-once.md): events and saga legs first, acked by
+the broker; then the account rows; then the command-id index. Whatever prefix of that
+survives a crash is safe to reprocess.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+import faust
+from faust.types import EventT
+
+from banking_app.domain import MalformedCommand, parse_command
+from banking_app.domain.commands import ACCOUNT_ID_RE, Command, read_command_id
+from banking_app.domain.decide import Decision, rejection
+from banking_app.event_processor.idempotency import (
+    AccountRow,
+    Position,
+    as_position,
+    process,
+    stored_position,
+)
+from banking_app.event_processor.tables import accounts_table, command_offsets_table
+from banking_app.runtime import codec, metrics
+from banking_app.runtime.faust_app import app
+from banking_app.runtime.outbox import Bundles, KafkaOutbox, Outbox, Record
+from banking_app.runtime.settings import settings
+from banking_app.runtime.streams import takes
+from banking_app.runtime.tables import read_json, stage_json
+from banking_app.runtime.topics import (
+    OUTPUT_TOPICS,
+    commands_topic,
+    dead_letters_topic,
+    events_topic,
+    partition_for,
+)
+from banking_app.runtime.turns import taking_turns
+
+log = logging.getLogger(__name__)
+
+
+def _printable(data: bytes | None) -> str | None:
+    """Bytes as text where they are UTF-8, else as base64 prefixed ``base64:``."""
+    if data is None:
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(data).decode()
+
+
+class Handled(StrEnum):
+    """What became of one record of the commands topic."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REROUTED = "rerouted"
+    DEAD_LETTERED = "dead-lettered"
+
+
+class Input(NamedTuple):
+    """One input of the commands topic: a whole record, or one saga leg of a bundle.
+
+    The command agent sends a take's saga legs as one record per partition holding a
+    JSON array of ``{"timestamp": ms, "command": leg}`` (docs/at-least-once.md), so a
+    transfer costs one consumed record, not three. Each leg keeps the timestamp of the
+    input that sent it and has its own position: the record's offset and its index.
+    (A NamedTuple: one is made per input, and a frozen dataclass costs twice as much.)
+    """
+
+    message: faust.types.Message
+    index: int = 0
+    #: A bundled leg's envelope as decoded; ``None`` for a whole record.
+    item: Any = None
+    bundled: bool = False
+
+    @property
+    def position(self) -> Position:
+        return (self.message.offset, self.index)
+
+    @property
+    def partition(self) -> int:
+        return self.message.partition  # type: ignore[no-any-return]
+
+    @property
+    def timestamp(self) -> float:
+        if self.bundled and _is_envelope(self.item):
+            return self.item["timestamp"] / 1000  # type: ignore[no-any-return]
+        return self.message.timestamp  # type: ignore[no-any-return]
+
+    @property
+    def value(self) -> bytes | None:
+        """The input as bytes: the record's value, or the leg alone (to re-send or to
+        dead-letter it)."""
+        if not self.bundled:
+            return self.message.value  # type: ignore[no-any-return]
+        return codec.dumps(self.item["command"] if _is_envelope(self.item) else self.item)
+
+    def has_key_of(self, account_id: str) -> bool:
+        """A whole record must be keyed by its account; a leg is keyed by its own."""
+        return self.bundled or self.message.key == codec.key(account_id)
+
+
+def _is_millis(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_envelope(item: Any) -> bool:
+    return isinstance(item, dict) and _is_millis(item.get("timestamp")) and "command" in item
+
+
+def unbundle(message: faust.types.Message, items: list[Any]) -> list[tuple[Input, Any]]:
+    """The legs of a bundle record, each with the command data it carries."""
+    found = []
+    for index, item in enumerate(items):
+        source = Input(message, index, item, bundled=True)
+        found.append((source, item["command"] if _is_envelope(item) else None))
+    return found
+
+
+def command_partitions() -> int:
+    """How many partitions ``commands`` has: as the consumer sees it, else as configured."""
+    return app.consumer.topic_partitions(commands_topic.get_topic_name()) or settings.partitions
+
+
+def leg_bundles(legs: list[tuple[Command, float]], partitions: int) -> list[Record]:
+    """A take's saga legs as one record per partition of ``commands``."""
+    bundles = Bundles(commands_topic)
+    for leg, timestamp in legs:
+        envelope = {"timestamp": round(timestamp * 1000), "command": leg.to_dict()}
+        bundles.add(partition_for(codec.key(leg.account_id), partitions), codec.dumps(envelope))
+    return bundles.close()
+
+
+@dataclass
+class Batch:
+    """One take of the commands topic: what to publish first, and what to store after."""
+
+    records: list[Record] = field(default_factory=list)
+    #: saga legs to send, each with the timestamp of the input that sent it
+    legs: list[tuple[Command, float]] = field(default_factory=list)
+    #: account id → (its final row in this batch, its partition)
+    rows: dict[str, tuple[AccountRow, int]] = field(default_factory=dict)
+    #: input id → (position it was applied at, its partition)
+    offsets: dict[str, tuple[Position, int]] = field(default_factory=dict)
+    applied: list[tuple[Command, Decision]] = field(default_factory=list)
+    handled: list[Handled] = field(default_factory=list)
+
+
+class CommandProcessor:
+    """Turns takes of the commands topic into events, legs and table writes.
+
+    A take is decided in memory, account by account in offset order; then all its
+    records are published and acknowledged together; then each touched account's row
+    is written once. Batching changes no outcome: it only amortises the broker round
+    trips (docs/at-least-once.md).
+    """
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    async def handle_batch(self, events: Sequence[EventT]) -> list[Handled]:
+        """What became of each input of the take (a bundle record holds several)."""
+        batch = Batch()
+        async for event in taking_turns(events):
+            batch.handled += self.decide_record(batch, event.message)
+        batch.records += leg_bundles(batch.legs, command_partitions())
+        await self.outbox.publish(batch.records)
+        async for account_id, (row, partition) in taking_turns(batch.rows.items()):
+            stage_json(accounts_table, account_id, row.to_dict(), partition)
+        async for dedupe_id, (position, partition) in taking_turns(batch.offsets.items()):
+            stage_json(command_offsets_table, dedupe_id, stored_position(position), partition)
+        # Wait for the changelog too: the next take then never shares a produce batch
+        # with this one (see "Known broker quirks" in the README).
+        await self.outbox.flush(TABLES)
+        metrics.count_commands(
+            (command.type, decision.events) for command, decision in batch.applied
+        )
+        return batch.handled
+
+    def decide_record(self, batch: Batch, message: faust.types.Message) -> list[Handled]:
+        try:
+            data = codec.loads(message.value) if message.value is not None else None
+        except ValueError as exc:  # not JSON at all (orjson.JSONDecodeError)
+            batch.records += self.dead_letter(Input(message), exc, data=None)
+            return [Handled.DEAD_LETTERED]
+        if isinstance(data, list) and not message.key:
+            # A bundle of saga legs (sent without a key); an array under a key is a
+            # client's mistake, dead-lettered whole below like any value not a command.
+            return [self.decide_one(batch, leg, item) for leg, item in unbundle(message, data)]
+        return [self.decide_one(batch, Input(message), data)]
+
+    def decide_one(self, batch: Batch, source: Input, data: Any) -> Handled:
+        try:
+            command = parse_command(data)
+            if source.bundled and command.public:
+                raise MalformedCommand("a bundle holds saga legs only", command.command_id)
+        except MalformedCommand as exc:
+            return self.malformed(batch, source, exc, data)
+        if not self.on_own_partition(source, command.account_id):
+            batch.records.append(self.reroute(source, command.command_id, command.account_id))
+            return Handled.REROUTED
+        return self.apply(batch, source, command)
+
+    def malformed(self, batch: Batch, source: Input, exc: MalformedCommand, data: Any) -> Handled:
+        """Dead-letter it; and when it names a command id, that id has had its outcome.
+
+        The id is recorded like an applied command's, on the account's partition when the
+        account can be read, so a corrected retry under the same id, or a copy, is a
+        duplicate: the first outcome (MALFORMED_COMMAND) stands, as for any command.
+        """
+        account_id = data.get("account_id") if isinstance(data, dict) else None
+        if (
+            exc.command_id is not None
+            and isinstance(account_id, str)
+            and ACCOUNT_ID_RE.fullmatch(account_id)
+            and not self.on_own_partition(source, account_id)
+        ):
+            batch.records.append(self.reroute(source, exc.command_id, account_id))
+            return Handled.REROUTED
+        seen = self.seen_at(batch, source, exc.command_id) if exc.command_id else None
+        duplicate = seen is not None and seen != source.position
+        batch.records += self.dead_letter(source, exc, data=None if duplicate else data)
+        if exc.command_id is not None and not duplicate:
+            batch.offsets[exc.command_id] = (source.position, source.partition)
+        return Handled.DUPLICATE if duplicate else Handled.DEAD_LETTERED
+
+    def seen_at(self, batch: Batch, source: Input, dedupe_id: str) -> Position | None:
+        """The position at which an input id was applied, if it was."""
+        if dedupe_id in batch.offsets:
+            return batch.offsets[dedupe_id][0]
+        stored = read_json(command_offsets_table, dedupe_id, source.partition)
+        return as_position(stored) if stored is not None else None
+
+    def on_own_partition(self, source: Input, account_id: str) -> bool:
+        """True when the input sits where the account's state lives.
+
+        A producer that keyed the record otherwise (no key, another partitioner) would
+        otherwise split one account's inputs over two partitions, and their order.
+        """
+        own = partition_for(codec.key(account_id), command_partitions())
+        return source.has_key_of(account_id) and source.partition == own
+
+    def reroute(self, source: Input, command_id: str, account_id: str) -> Record:
+        log.info(
+            "re-keying command %s from partition %s to account %s",
+            command_id,
+            source.partition,
+            account_id,
+        )
+        return Record(commands_topic, codec.key(account_id), source.value, source.timestamp)
+
+    def apply(self, batch: Batch, source: Input, command: Command) -> Handled:
+        partition = source.partition
+        if command.account_id in batch.rows:
+            row: AccountRow | None = batch.rows[command.account_id][0]
+        else:
+            stored = read_json(accounts_table, command.account_id, partition)
+            row = AccountRow.from_dict(stored) if stored is not None else None
+        seen = self.seen_at(batch, source, command.dedupe_id)
+        occurred_at = codec.iso_timestamp(source.timestamp)
+        result = process(row, command, source.position, occurred_at, seen)
+        if result.record_offset:
+            batch.offsets[command.dedupe_id] = (source.position, partition)
+        if result.duplicate:
+            log.info("command %s already applied; ignoring the copy", command.dedupe_id)
+            metrics.duplicates_total.labels(command.type).inc()
+            return Handled.DUPLICATE
+        batch.records += [
+            Record(events_topic, codec.key(e.account_id), codec.dumps(e.to_dict()))
+            for e in result.decision.events
+        ]
+        # A leg keeps the input's timestamp, so a reprocessed input sends an identical
+        # leg and the leg's events get identical ``occurred_at``.
+        batch.legs += [(leg, source.timestamp) for leg in result.decision.legs]
+        batch.rows[command.account_id] = (result.row, partition)
+        batch.offsets[command.dedupe_id] = (source.position, partition)
+        batch.applied.append((command, result.decision))
+        return Handled.APPLIED
+
+    def dead_letter(self, source: Input, exc: Exception, data: Any) -> list[Record]:
+        message = source.message
+        value = source.value
+        reason = "MALFORMED_COMMAND" if isinstance(exc, MalformedCommand) else "INVALID_JSON"
+        entry = {
+            "reason": reason,
+            "detail": str(exc),
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            **({"index": source.index} if source.bundled else {}),
+            "timestamp": codec.iso_timestamp(source.timestamp),
+            "key": _printable(message.key),
+            # The input as it came, up to a size a dead-letter record can always carry.
+            "value": _printable(value[: codec.DEAD_LETTER_VALUE_BYTES])
+            if value is not None
+            else None,
+            "value_bytes": len(value) if value is not None else 0,
+            "value_truncated": len(value or b"") > codec.DEAD_LETTER_VALUE_BYTES,
+        }
+        log.warning(
+            "dead-lettering %s[%s]@%s%s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            f" item {source.index}" if source.bundled else "",
+            exc,
+        )
+        records = [Record(dead_letters_topic, message.key or b"", codec.dumps(entry))]
+        command_id = read_command_id(data)
+        if command_id is not None and isinstance(exc, MalformedCommand):
+            records.append(self._malformed_rejection(source, data, command_id, exc))
+        metrics.dead_letters_total.labels(reason).inc()
+        return records
+
+    def _malformed_rejection(
+        self,
+        source: Input,
+        data: dict[str, Any],
+        command_id: str,
+        exc: MalformedCommand,
+    ) -> Record:
+        account_id = data.get("account_id")
+        account_id = account_id if isinstance(account_id, str) else ""
+        kind = data.get("type") if isinstance(data.get("type"), str) else ""
+        stand_in = _Unparsed(command_id=command_id, account_id=account_id)
+        event = rejection(stand_in, exc, codec.iso_timestamp(source.timestamp))
+        payload = {**event.to_dict(), "command_type": kind, "command": data}
+        return Record(
+            events_topic,
+            codec.key(account_id) if account_id else source.message.key or b"",
+            codec.dumps(payload),
+        )
+
+
+class _Unparsed(Command):
+    """Stands in for a command that failed to parse, so its rejection has the usual shape."""
+
+    type = "UNPARSED"
+
+
+#: The command side's tables, written by this agent alone.
+TABLES = (accounts_table, command_offsets_table)
+
+processor = CommandProcessor(KafkaOutbox(OUTPUT_TOPICS))
+
+
+@app.agent(commands_topic)
+async def process_commands(stream: faust.StreamT[bytes]) -> AsyncIterator[list[Handled]]:
+    async for events in takes(stream):
+        yield await processor.handle_batch(events)

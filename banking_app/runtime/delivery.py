@@ -1,0 +1,135 @@
+"""In-order delivery of a partition's records to the agents: never a skip, never a jump.
+
+No Faust here. ``banking_app.runtime.transport`` asks ``Cursors`` about every record the Kafka
+consumer hands over from a topic whose offsets it commits, and delivers, skips or seeks
+back as told.
+
+Why it exists: the command side treats an input at or below an account's
+``last_offset`` as already applied (``event_processor.idempotency``), and the
+projections step over an event whose seq they have seen. Both are right only if each partition's
+records reach them in offset order with none left out. Faust's consumer does not
+promise that around a rebalance: records fetched before recovery seeks the partitions
+back to their committed offsets can still arrive after the seek (stale, ahead of the
+re-read), it drops a re-read record as "already read" when such a stale record moved
+its read offset, and it books any jump in offsets as a gap that later commits go past.
+Commands were lost that way after a restart or a takeover.
+
+The rule here: remember, per partition, the next offset owed to the agents (set by
+every seek, then advanced by every delivery). A record at it is delivered; a record
+below it is delivered again (a redelivery, which the idempotent agents ignore); a record
+above it means something in between was not delivered, so it is skipped and the
+partition is sought back to the owed offset. Stale records that keep arriving after
+such a seek are skipped quietly until the owed one comes.
+
+A partition whose owed offset has not moved for ``patience`` seconds while the consumer
+has read past it is sought back to it: seen under load, a seek made while the consumer
+thread is fetching can be lost, and records handed over while the flow was suspended
+(a rebalance beginning) are read again only if the seek back to the committed offset
+takes. Before that, the broker's first offset is asked for: if the log no longer starts
+at or below the owed offset (retention deleted records never read), the owed offset
+moves up to the log's start, with a warning naming what was lost. Any other hole is
+never stepped over, since the bank's topics have none (no compaction, no
+transactions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+#: Seconds an owed offset may stay unmoved, with the consumer past it, before a seek.
+PATIENCE = 5.0
+
+
+class Action(Enum):
+    DELIVER = "deliver"
+    SKIP = "skip"
+    #: Skip this record and seek the partition back to ``Verdict.offset``.
+    SEEK = "seek"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    action: Action
+    #: For ``SEEK``: where to.
+    offset: int | None = None
+
+
+DELIVER = Verdict(Action.DELIVER)
+SKIP = Verdict(Action.SKIP)
+
+
+class Cursors:
+    """The next owed offset of every partition, when it last moved, and the seeks back
+    in progress."""
+
+    def __init__(self, patience: float = PATIENCE) -> None:
+        self.patience = patience
+        self._owed: dict[Hashable, int] = {}
+        self._moved: dict[Hashable, float] = {}
+        #: Partitions sought back by ``Action.SEEK`` (or by ``stalled``'s caller).
+        self._seeking: set[Hashable] = set()
+
+    def owed(self, tp: Hashable) -> int | None:
+        return self._owed.get(tp)
+
+    def sought(self, tp: Hashable, offset: int | None, now: float) -> None:
+        """The consumer sought the partition to ``offset`` (``None``: to wherever its
+        reset policy puts it, so the first record to come is owed)."""
+        self._seeking.discard(tp)
+        if offset is None or offset < 0:
+            self._owed.pop(tp, None)
+            self._moved.pop(tp, None)
+        else:
+            self._owed[tp] = offset
+            self._moved[tp] = now
+
+    def seeking_back(self, tp: Hashable, now: float) -> None:
+        """The partition is being sought back to its owed offset; records above it are
+        stale until the owed one comes."""
+        self._seeking.add(tp)
+        self._moved[tp] = now
+
+    def idle(self, tp: Hashable, now: float) -> None:
+        """The consumer has read nothing past the owed offset: nothing is late."""
+        if tp in self._owed:
+            self._moved[tp] = now
+
+    def forget(self, tps: Iterable[Hashable]) -> None:
+        """The partitions were revoked or newly assigned: nothing is owed until a seek."""
+        for tp in tps:
+            self._owed.pop(tp, None)
+            self._moved.pop(tp, None)
+            self._seeking.discard(tp)
+
+    def on_record(self, tp: Hashable, offset: int, now: float) -> Verdict:
+        owed = self._owed.get(tp)
+        if owed is None or offset == owed:
+            self._owed[tp] = offset + 1
+            self._moved[tp] = now
+            self._seeking.discard(tp)
+            return DELIVER
+        if offset < owed:
+            return DELIVER
+        if tp in self._seeking:
+            return SKIP
+        return Verdict(Action.SEEK, owed)
+
+    def stalled(self, now: float) -> list[tuple[Hashable, int]]:
+        """Partitions whose owed offset has not moved for ``patience`` seconds, with it:
+        the caller asks the consumer's position, and seeks back if it is past."""
+        return [
+            (tp, self._owed[tp])
+            for tp, since in self._moved.items()
+            if now - since >= self.patience
+        ]
+
+    def log_starts_at(self, tp: Hashable, log_start: int | None) -> range | None:
+        """The broker says the partition's log starts at ``log_start``: when that is past
+        the owed offset, what lies between is gone; it is returned, and no longer owed."""
+        owed = self._owed.get(tp)
+        if owed is None or log_start is None or log_start <= owed:
+            return None
+        self._owed[tp] = log_start
+        return range(owed, log_start)
