@@ -26,8 +26,9 @@ bench: install
 	$(BIN)/python -m bench
 
 lint: install
-	$(BIN)/ruff check banking_app tests bench
-	$(BIN)/ruff format --check banking_app tests bench
+	$(BIN)/ruff check banking_app tests bench examples
+	$(BIN)/ruff format --check banking_app tests bench examples
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) banking-data .pytest_cache .hypothesis

@@ -13,10 +13,14 @@ from banking_app.query_service import projections
 from banking_app.query_service import views as query_views
 from banking_app.runtime.faust_app import app
 from banking_app.web import health, metrics_endpoint, openapi
+from banking_app.web.problems import problem_errors
 
 #: What the assembly registers, by module: each registers its agents or views with
 #: ``app`` when imported.
 SERVICES = (event_processor, projections, command_views, query_views)
 SHARED_VIEWS = (health, metrics_endpoint, openapi)
+
+# Every view's errors as problem+json, the unexpected ones included.
+app.web_middlewares.append(problem_errors)
 
 __all__ = ["SERVICES", "SHARED_VIEWS", "app"]

@@ -354,5 +354,6 @@ processor = CommandProcessor(KafkaOutbox(OUTPUT_TOPICS))
 
 @app.agent(commands_topic)
 async def process_commands(stream: faust.StreamT[bytes]) -> AsyncIterator[list[Handled]]:
+    """Decide every command and saga leg against its account; emit events and legs."""
     async for events in takes(stream):
         yield await processor.handle_batch(events)

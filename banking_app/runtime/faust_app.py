@@ -37,15 +37,16 @@ class BankApp(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._gc_settled = False
+        #: aiohttp middlewares for the web server, added by the assembly
+        #: (``banking_app.app``): the runtime knows no HTTP view of its own.
+        self.web_middlewares: list[Any] = []
         self.on_rebalance_complete.connect(self._after_first_recovery)
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
 
     def on_webserver_init(self, web: Any) -> None:
-        from banking_app.web.problems import problem_errors
-
-        web.web_app.middlewares.append(problem_errors)
+        web.web_app.middlewares.extend(self.web_middlewares)
 
     async def _after_first_recovery(self, sender: Any, **kwargs: Any) -> None:
         if not self._gc_settled:

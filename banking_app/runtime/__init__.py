@@ -1,0 +1,22 @@
+"""The Faust/Kafka runtime the three services share: the app, settings, topics, the wire
+codec, and the plumbing that makes at-least-once processing safe and fast.
+
+Several modules replace or reach into faust-streaming, mode-streaming and aiokafka
+internals; their versions are pinned in ``pyproject.toml`` for that reason. Upgrading
+any of them means re-reading, against the new upstream code, each module below (its
+docstring names the upstream code it replaces or reads):
+
+- ``consumer``: Faust's fetch loop (``faust/transport/consumer.py``,
+  ``Consumer._drain_messages``), its read-offset and gap bookkeeping, and aiokafka's
+  subscription state (``_subscription``) for a partition's position.
+- ``transport``: Faust's aiokafka driver (``faust/transport/drivers/aiokafka.py``): the
+  consumer thread's fetch wait and end offsets.
+- ``offsets``: end offsets for table recovery, probing records with aiokafka.
+- ``produce``: Faust's ``Producer.send`` path, appending to aiokafka's batches
+  (``aiokafka/producer/message_accumulator.py``, ``create_batch``/``send_batch``).
+- ``streams``: Faust's ``Stream.take_events`` (``faust/streams.py``), as quiet takes.
+- ``tables``: Faust's per-write table path (``faust/tables/base.py``,
+  ``faust/stores/rocksdb.py``: ``_dbs``, ``_db_for_partition``, ``offset_key``).
+- ``topics``: ``faust.Schema.compile`` for raw-bytes topics.
+- ``faust_app``: ``App.on_init_dependencies`` (the Monitor sensor) and the transport.
+"""
