@@ -18,7 +18,7 @@ from banking_app.domain.commands import (
     parse_command,
 )
 from banking_app.domain.decide import Decision, decide
-from banking_app.domain.errors import DomainError, MalformedCommand, Reason
+from banking_app.domain.errors import DomainError, MalformedCommand, MalformedLeg, Reason
 from banking_app.domain.events import Event, event_from_dict
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "DomainError",
     "Event",
     "MalformedCommand",
+    "MalformedLeg",
     "Reason",
     "RefundTransfer",
     "SettleTransfer",

@@ -3,6 +3,11 @@
 ``parse_command`` is the single gate from untrusted JSON to typed commands; everything
 past it may assume well-formed fields. Unknown fields are ignored (so Faust's record
 metadata and newer clients are accepted); missing or mistyped known fields are not.
+
+A saga leg is read as strictly as ``decide`` writes one, because anything that can
+write the commands topic can send one: an amount from 1 to ``MAX_AMOUNT``, a
+counterparty other than the account itself, a refund reason a credit can really be
+refused for, no ``expected_version``. A bad leg raises ``MalformedLeg``.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from banking_app.domain.errors import MalformedCommand
+from banking_app.domain.errors import REFUND_REASONS, MalformedCommand, MalformedLeg
 
 MAX_AMOUNT = 10**15
 MAX_ID_LENGTH = 128
@@ -29,6 +34,8 @@ class Command:
     type: ClassVar[str]
     public: ClassVar[bool] = True
     leg: ClassVar[str] = ""
+    #: For a saga leg, the field naming the transfer's other account ("" otherwise).
+    counterparty_field: ClassVar[str] = ""
 
     command_id: str
     account_id: str
@@ -91,6 +98,7 @@ class CreditTransfer(Command):
     type: ClassVar[str] = "TRANSFER_CREDIT"
     public: ClassVar[bool] = False
     leg: ClassVar[str] = "credit"
+    counterparty_field: ClassVar[str] = "from_account_id"
     from_account_id: str = ""
     amount: int = 0
     currency: str = ""
@@ -103,6 +111,7 @@ class RefundTransfer(Command):
     type: ClassVar[str] = "TRANSFER_REFUND"
     public: ClassVar[bool] = False
     leg: ClassVar[str] = "refund"
+    counterparty_field: ClassVar[str] = "to_account_id"
     to_account_id: str = ""
     amount: int = 0
     reason: str = ""
@@ -115,6 +124,7 @@ class SettleTransfer(Command):
     type: ClassVar[str] = "TRANSFER_SETTLE"
     public: ClassVar[bool] = False
     leg: ClassVar[str] = "settle"
+    counterparty_field: ClassVar[str] = "to_account_id"
     to_account_id: str = ""
     amount: int = 0
 
@@ -133,6 +143,8 @@ COMMAND_TYPES: dict[str, type[Command]] = {
     )
 }
 PUBLIC_COMMAND_TYPES = tuple(name for name, cls in COMMAND_TYPES.items() if cls.public)
+#: A saga leg: what ``decide`` sends on the commands topic, never a client.
+Leg = CreditTransfer | RefundTransfer | SettleTransfer
 
 
 def _field(data: dict[str, Any], name: str, command_id: str | None) -> Any:
@@ -170,6 +182,17 @@ def _owner(data: dict[str, Any], command_id: str | None) -> str:
     return value
 
 
+def _reason(data: dict[str, Any], command_id: str | None) -> str:
+    value = _field(data, "reason", command_id)
+    if not isinstance(value, str) or value not in REFUND_REASONS:
+        raise MalformedCommand(
+            f"field 'reason' must be one of {', '.join(sorted(REFUND_REASONS))} "
+            "(what a credit can be refused for)",
+            command_id,
+        )
+    return value
+
+
 def read_command_id(data: Any) -> str | None:
     """The command id of an input, if one can be read even though the rest is bad."""
     if isinstance(data, dict):
@@ -180,7 +203,12 @@ def read_command_id(data: Any) -> str | None:
 
 
 def parse_command(data: Any, *, allow_internal: bool = True) -> Command:
-    """Turn decoded JSON into a typed command, or raise ``MalformedCommand`` saying why."""
+    """Turn decoded JSON into a typed command, or raise ``MalformedCommand`` saying why.
+
+    A saga leg that is not one ``decide`` could have written raises ``MalformedLeg`` (a
+    ``MalformedCommand``), its detail starting ``saga leg <TYPE>: ``. With
+    ``allow_internal=False`` (a client's input) a leg type is refused as an unknown type.
+    """
     command_id = read_command_id(data)
     if not isinstance(data, dict):
         raise MalformedCommand("a command must be a JSON object", None)
@@ -190,11 +218,25 @@ def parse_command(data: Any, *, allow_internal: bool = True) -> Command:
         raise MalformedCommand(
             f"field 'type' must be one of {', '.join(PUBLIC_COMMAND_TYPES)}", command_id
         )
+    if cls.public:
+        return _read(cls, data, command_id)
+    try:
+        return _read(cls, data, command_id)
+    except MalformedCommand as error:
+        raise MalformedLeg(f"saga leg {cls.type}: {error.detail}", command_id) from None
+
+
+def _read(cls: type[Command], data: dict[str, Any], command_id: str | None) -> Command:
+    leg = not cls.public
     common: dict[str, Any] = {
         "command_id": _string(data, "command_id", COMMAND_ID_RE, command_id),
         "account_id": _string(data, "account_id", ACCOUNT_ID_RE, command_id),
     }
     if data.get("expected_version") is not None:
+        if leg:
+            raise MalformedCommand(
+                "field 'expected_version' is never set on a saga leg", command_id
+            )
         common["expected_version"] = _integer(data, "expected_version", 0, 2**63 - 1, command_id)
     extra: dict[str, Any] = {}
     if cls is CreateAccount:
@@ -202,7 +244,10 @@ def parse_command(data: Any, *, allow_internal: bool = True) -> Command:
         extra["currency"] = _string(data, "currency", CURRENCY_RE, command_id)
         if data.get("overdraft_limit") is not None:
             extra["overdraft_limit"] = _integer(data, "overdraft_limit", 0, MAX_AMOUNT, command_id)
-    if cls is not CreateAccount and cls is not CloseAccount:
+    if leg:
+        # A leg carries the amount of a debit that was accepted: 1 to MAX_AMOUNT, always.
+        extra["amount"] = _integer(data, "amount", 1, MAX_AMOUNT, command_id)
+    elif cls is not CreateAccount and cls is not CloseAccount:
         # Only the type is checked here: a well-typed amount out of range is the
         # domain's INVALID_AMOUNT, not a malformed command.
         extra["amount"] = _integer(data, "amount", -(2**63), 2**63 - 1, command_id)
@@ -212,5 +257,11 @@ def parse_command(data: Any, *, allow_internal: bool = True) -> Command:
         extra["from_account_id"] = _string(data, "from_account_id", ACCOUNT_ID_RE, command_id)
         extra["currency"] = _string(data, "currency", CURRENCY_RE, command_id)
     if cls is RefundTransfer:
-        extra["reason"] = _string(data, "reason", re.compile(r"^[A-Z_]{1,40}$"), command_id)
+        extra["reason"] = _reason(data, command_id)
+    if leg and extra[cls.counterparty_field] == common["account_id"]:
+        # A transfer joins two different accounts (SAME_ACCOUNT refuses the others).
+        raise MalformedCommand(
+            f"field {cls.counterparty_field!r} must name another account than 'account_id'",
+            command_id,
+        )
     return cls(**common, **extra)

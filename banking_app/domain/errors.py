@@ -1,7 +1,9 @@
 """The closed set of reasons a command can be refused for, and the errors that carry them.
 
 Guards in ``banking_app.domain.guards`` raise these; ``decide`` turns them into a
-``CommandRejected`` event, so a rejection is data, never a crash.
+``CommandRejected`` event, so a rejection is data, never a crash. The one exception is
+``MalformedLeg``: a saga leg the bank cannot have sent is not decided at all, and
+``decide`` raises it (see its docstring).
 """
 
 from __future__ import annotations
@@ -80,3 +82,29 @@ class MalformedCommand(DomainError):
     def __init__(self, detail: str, command_id: str | None = None) -> None:
         super().__init__(detail)
         self.command_id = command_id
+
+
+class MalformedLeg(MalformedCommand):
+    """A saga leg (``TRANSFER_CREDIT``, ``TRANSFER_REFUND``, ``TRANSFER_SETTLE``) that the
+    bank cannot have sent: a field out of what ``decide`` ever puts in a leg, or a refund
+    or settlement with no debit in flight behind it.
+
+    ``parse_command`` raises it for a malformed leg, and ``decide`` for a leg that cannot
+    be the continuation of a real debit. A leg is the bank's own message, so this is
+    never a client-visible rejection: the input is dead-lettered, no event is emitted
+    (not even a ``CommandRejected``: the leg's command id is a transfer's, which has or
+    will have its own outcome), and the account is left exactly as it was.
+    ``command_id`` is the leg's, when it could be read.
+    """
+
+
+#: What a credit leg can be refused for (``decide`` then sends a refund leg carrying the
+#: reason). ``decide`` catches exactly these while crediting; anything else is no refusal.
+CREDIT_REFUSALS: tuple[type[DomainError], ...] = (
+    AccountNotFound,
+    AccountClosed,
+    CurrencyMismatch,
+    InvalidAmount,
+)
+#: The only reasons a ``TRANSFER_REFUND`` leg can carry.
+REFUND_REASONS: frozenset[str] = frozenset(cls.reason.value for cls in CREDIT_REFUSALS)

@@ -1,10 +1,14 @@
-"""Invariants as small guard functions: each raises the ``DomainError`` that names the rule."""
+"""Invariants as small guard functions: each raises the ``DomainError`` that names the rule.
+
+The ``require_leg_*`` guards and ``require_in_flight`` check a saga leg against what
+``decide`` could have sent, and raise ``MalformedLeg``: the leg is not decided at all.
+"""
 
 from __future__ import annotations
 
 from banking_app.domain import errors
 from banking_app.domain.accounts import Account
-from banking_app.domain.commands import MAX_AMOUNT
+from banking_app.domain.commands import MAX_AMOUNT, Leg, RefundTransfer, SettleTransfer
 
 #: Balances stay well inside a signed 64-bit integer, so any JSON reader can hold them.
 MAX_BALANCE = 10**18
@@ -68,3 +72,74 @@ def require_settled_and_empty(state: Account) -> None:
             f"balance is {state.balance} with {state.in_flight_count} transfer(s) in flight; "
             "an account closes only at zero with nothing in flight"
         )
+
+
+# -- saga legs ----------------------------------------------------------------------
+
+
+def _malformed_leg(leg: Leg, detail: str) -> errors.MalformedLeg:
+    return errors.MalformedLeg(f"saga leg {leg.type}: {detail}", leg.command_id)
+
+
+def require_leg_amount(leg: Leg) -> None:
+    """A leg moves the amount of a debit that was accepted: an integer from 1 to MAX_AMOUNT.
+
+    ``parse_command`` already refuses any other; this holds for legs built in code too.
+    """
+    amount = leg.amount
+    if type(amount) is not int or not 1 <= amount <= MAX_AMOUNT:
+        raise _malformed_leg(
+            leg, f"amount must be from 1 to {MAX_AMOUNT} minor units, not {amount!r}"
+        )
+
+
+def require_leg_counterparty(leg: Leg) -> None:
+    """A transfer joins two different accounts, so a leg's counterparty is another one."""
+    if getattr(leg, leg.counterparty_field) == leg.account_id:
+        raise _malformed_leg(
+            leg, f"its {leg.counterparty_field} {leg.account_id!r} is the account itself"
+        )
+
+
+def require_leg_reason(leg: RefundTransfer) -> None:
+    """A refund says why its credit was refused, and a credit is refused only for these."""
+    if not isinstance(leg.reason, str) or leg.reason not in errors.REFUND_REASONS:
+        raise _malformed_leg(
+            leg,
+            f"reason {leg.reason!r} is not one a credit is refused for "
+            f"({', '.join(sorted(errors.REFUND_REASONS))})",
+        )
+
+
+def require_in_flight(state: Account | None, leg: RefundTransfer | SettleTransfer) -> Account:
+    """A refund or settlement ends a transfer whose debit of this account is in flight.
+
+    The account's ``in_flight`` is the sum of the amounts of its ``in_flight_count``
+    transfers debited and not yet settled or refunded, each at least one minor unit. So
+    a real leg's amount leaves at least one unit for each other transfer in flight, and
+    is all of ``in_flight`` when its transfer is the only one. Any other leg cannot be
+    the continuation of a debit: refusing it keeps ``in_flight >= in_flight_count >= 0``
+    (``in_flight`` zero exactly when nothing is in flight), and means a refund never
+    pays back more than was debited, so it never creates money.
+    """
+    if state is None:
+        raise _malformed_leg(
+            leg, f"account {leg.account_id!r} does not exist, so no debit of it is in flight"
+        )
+    if state.in_flight_count < 1:
+        raise _malformed_leg(leg, f"account {leg.account_id!r} has no transfer in flight")
+    others = state.in_flight_count - 1
+    if others == 0 and leg.amount != state.in_flight:
+        raise _malformed_leg(
+            leg,
+            f"amount {leg.amount} is not the {state.in_flight} in flight from account "
+            f"{leg.account_id!r} (its only transfer in flight)",
+        )
+    if state.in_flight - leg.amount < others:
+        raise _malformed_leg(
+            leg,
+            f"amount {leg.amount} is more than a transfer in flight from account "
+            f"{leg.account_id!r} can hold ({state.in_flight} in flight over "
+            f"{state.in_flight_count} transfers)",
+        )
+    return state

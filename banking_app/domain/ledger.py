@@ -65,6 +65,12 @@ class Ledger:
                     f"account {after.account_id} balance {after.balance} is below "
                     f"-{after.overdraft_limit}"
                 )
+            if after.in_flight < 0 or after.in_flight_count < 0:
+                self.violations.append(
+                    f"account {after.account_id} has {after.in_flight} in flight over "
+                    f"{after.in_flight_count} transfer(s), below zero: a settlement or "
+                    "refund without its debit"
+                )
         return True
 
     def _first_time(self, event: ev.Event) -> bool:

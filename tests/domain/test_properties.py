@@ -20,11 +20,15 @@ that both it and the command-id table are exercised.
 After a crash between the row and the command-id writes, the redelivered input is a
 duplicate by the row, and the worker records its offset then (``Result.record_offset``),
 as the agent does; otherwise a copy after the row's window would be applied again.
+
+The last property (``Forgery``) lets a hostile client write saga legs of its own too,
+and checks that the ones refused move nothing and the books still balance.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from unittest.mock import patch
@@ -33,16 +37,21 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from banking_app.domain import (
+    Account,
     CloseAccount,
     Command,
     CreateAccount,
     CreditTransfer,
     Decision,
     Deposit,
+    MalformedLeg,
     RefundTransfer,
     SettleTransfer,
     TransferMoney,
     Withdraw,
+    decide,
+    evolve,
+    parse_command,
 )
 from banking_app.domain import events as ev
 from banking_app.domain.ledger import Ledger
@@ -710,3 +719,263 @@ def test_the_ledger_would_notice_a_lost_refund() -> None:
     assert bank.rows["acc-a"].account.in_flight == 60
     assert terminal_outcomes(bank) == Counter({"c-a": 1, "d-1": 1})
     assert bank.ledger.commands_with_outcome == 2
+
+
+# -- forged legs ----------------------------------------------------------------------
+#
+# A hostile client that can write the commands topic sends saga legs of its own: any
+# type, any account, any amount (negative, zero, huge, a float, a bool), a bad currency
+# or reason, its own account as the counterparty, fields missing. Each goes through
+# ``parse_command`` and ``decide`` as the worker would; a refused one (``MalformedLeg``)
+# is dropped, as the dead-letter topic drops it. Crashes and redelivery are the
+# properties above; here every input is applied once, in its account's order.
+#
+# Forged legs carry command ids of their own. One under a real transfer's id would
+# share that leg's dedupe id (and event id): which of the two is applied is the
+# at-least-once layer's business, and keeping forged legs out is the seal's.
+
+# What a credit can be refused for, written out (not imported) like the rest.
+LEG_REASONS = {"ACCOUNT_NOT_FOUND", "ACCOUNT_CLOSED", "CURRENCY_MISMATCH", "INVALID_AMOUNT"}
+COUNTERPARTY = {
+    "TRANSFER_CREDIT": "from_account_id",
+    "TRANSFER_REFUND": "to_account_id",
+    "TRANSFER_SETTLE": "to_account_id",
+}
+NOWHERE = "acc-z"  # an account id that is never opened
+
+
+@dataclass
+class Forgery:
+    """``decide`` and ``evolve`` with one FIFO queue per account, open to forged legs.
+
+    A queued input is a typed command (from a client, or a leg ``decide`` sent) or a
+    forged leg's JSON, with whether it is *tainted*: forged, or a leg ``decide`` sent in
+    answer to a tainted input (the refund of a forged credit).
+    """
+
+    accounts: dict[str, Account] = field(default_factory=dict)
+    queues: defaultdict[str, deque[tuple[Command | dict, bool]]] = field(
+        default_factory=lambda: defaultdict(deque)
+    )
+    ledger: Ledger = field(default_factory=Ledger)
+    #: per currency, what public commands actually deposited and withdrew
+    deposited: Counter[str] = field(default_factory=Counter)
+    withdrawn: Counter[str] = field(default_factory=Counter)
+    #: accounts on which a tainted refund or settlement was accepted: only there can a
+    #: real leg find its money in flight spoken for
+    tainted_returns: set[str] = field(default_factory=set)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    clock: int = 0
+
+    def send(self, command: Command) -> None:
+        self.queues[command.account_id].append((command, False))
+
+    def forge(self, data: dict) -> None:
+        self.queues[data["account_id"]].append((data, True))
+
+    def pending(self) -> list[str]:
+        return sorted(account_id for account_id, queue in self.queues.items() if queue)
+
+    def step(self, account_id: str) -> None:
+        item, tainted = self.queues[account_id].popleft()
+        if isinstance(item, dict):
+            try:
+                command = parse_command(item)
+            except MalformedLeg:
+                assert not well_formed_leg(item), f"a well-formed leg refused: {item}"
+                self.outcomes["forged leg refused by parse_command"] += 1
+                return
+            assert well_formed_leg(item), f"a malformed leg read: {item}"
+        else:
+            command = item
+        state = self.accounts.get(account_id)
+        self.clock += 1
+        try:
+            decision = decide(state, command, f"2024-01-01T00:00:{self.clock:06d}Z")
+        except MalformedLeg:
+            assert isinstance(command, RefundTransfer | SettleTransfer), command
+            assert not could_end_a_debit(state, command.amount), (state, command)
+            # A real leg is refused only where a forged one got its money in flight first.
+            assert tainted or account_id in self.tainted_returns, (state, command)
+            self.outcomes[f"{'forged' if tainted else 'real'} leg refused by decide"] += 1
+            return
+        if isinstance(command, RefundTransfer | SettleTransfer):
+            assert could_end_a_debit(state, command.amount), (state, command)
+            if tainted:
+                self.tainted_returns.add(account_id)
+        if tainted:
+            self.outcomes[f"forged {command.type} decided"] += 1
+        for e in decision.events:
+            if isinstance(e, ev.MoneyDeposited):
+                self.deposited[e.currency] += e.amount
+            elif isinstance(e, ev.MoneyWithdrawn):
+                self.withdrawn[e.currency] += e.amount
+            self.ledger.apply(e)
+            state = evolve(state, e)
+        if state is not None:
+            self.accounts[account_id] = state
+        for leg in decision.legs:
+            self.queues[leg.account_id].append((leg, tainted))
+        self.check_accounts()
+
+    def check_accounts(self) -> None:
+        assert self.ledger.violations == []
+        for account in self.accounts.values():
+            assert account.in_flight >= account.in_flight_count >= 0, account
+            assert (account.in_flight == 0) == (account.in_flight_count == 0), account
+            assert account.balance >= -account.overdraft_limit, account
+
+
+def well_formed_leg(data: dict) -> bool:
+    """Whether ``data`` is a leg ``decide`` could have written, by the rules written out."""
+    kind = data["type"]
+    needed = {"command_id", "account_id", "amount", COUNTERPARTY[kind]}
+    needed |= {"TRANSFER_CREDIT": {"currency"}, "TRANSFER_REFUND": {"reason"}}.get(kind, set())
+    if not needed <= data.keys() or data.get("expected_version") is not None:
+        return False
+    amount, currency, reason = data["amount"], data.get("currency"), data.get("reason")
+    return (
+        type(amount) is int
+        and 1 <= amount <= MAX_AMOUNT
+        and data[COUNTERPARTY[kind]] != data["account_id"]
+        and (kind != "TRANSFER_CREDIT" or bool(re.fullmatch(r"[A-Z]{3}", str(currency))))
+        and (kind != "TRANSFER_REFUND" or (isinstance(reason, str) and reason in LEG_REASONS))
+    )
+
+
+def could_end_a_debit(state: Account | None, amount: int) -> bool:
+    """Whether a refund or settlement of ``amount`` fits the money the account has in
+    flight: each transfer in flight holds at least one minor unit, and the only one
+    holds all of it."""
+    if state is None or state.in_flight_count == 0:
+        return False
+    others = state.in_flight_count - 1
+    return amount == state.in_flight if others == 0 else state.in_flight - amount >= others
+
+
+def draw_forged_leg(data: st.DataObject, bank: Forgery, accounts: list[str], id_: str) -> dict:
+    kind = data.draw(st.sampled_from(sorted(COUNTERPARTY)))
+    how = data.draw(st.sampled_from(["small"] * 3 + ["in flight"] * 3 + ["odd", "not an int"]))
+    # Aimed, now and then, at what a real refund or settlement would carry right now.
+    busy = [a for a in accounts if a in bank.accounts and bank.accounts[a].in_flight]
+    if how == "in flight" and busy:
+        account_id = data.draw(st.sampled_from(busy))
+        amount: object = bank.accounts[account_id].in_flight
+    else:
+        account_id = data.draw(st.sampled_from([*accounts, NOWHERE]))
+        if how == "odd":
+            amount = data.draw(
+                st.sampled_from(
+                    [0, -1, -4_000, MAX_AMOUNT, MAX_AMOUNT + 1, 2**63 - 1, 2**63, -(2**63), 10**30]
+                )
+            )
+        elif how == "not an int":
+            amount = data.draw(st.one_of(st.floats(), st.booleans(), st.just("10"), st.none()))
+        else:
+            amount = data.draw(st.integers(1, 400))
+    leg: dict = {"type": kind, "command_id": id_, "account_id": account_id, "amount": amount}
+    # The counterparty is now and then the account itself.
+    leg[COUNTERPARTY[kind]] = data.draw(st.sampled_from([*accounts, NOWHERE]))
+    if kind == "TRANSFER_CREDIT":
+        leg["currency"] = data.draw(st.sampled_from([*CURRENCIES, "GBP", "eur", "", 978]))
+    if kind == "TRANSFER_REFUND":
+        leg["reason"] = data.draw(
+            st.sampled_from(
+                [*sorted(LEG_REASONS), "INSUFFICIENT_FUNDS", "VERSION_CONFLICT", "NOPE"]
+            )
+        )
+    if chance(data, 10):
+        del leg[data.draw(st.sampled_from(sorted(set(leg) - {"type", "command_id", "account_id"})))]
+    if chance(data, 10):
+        leg["expected_version"] = data.draw(st.integers(0, 3))
+    return leg
+
+
+FORGED_ACTIONS = (
+    *["deposit"] * 3,
+    "withdraw",
+    *["transfer"] * 4,
+    *["forge"] * 4,
+    *["step"] * 4,
+    "close",
+)
+
+
+def run_forgery(data: st.DataObject) -> Forgery:
+    bank = Forgery()
+    accounts = list(ACCOUNT_IDS[: data.draw(st.integers(2, 4), label="accounts")])
+    counter = iter(range(10**6))
+
+    def new_id(prefix: str) -> str:
+        return f"{prefix}-{next(counter)}"
+
+    def amount(most: int = 300) -> int:
+        if chance(data, 10):
+            return data.draw(st.sampled_from([0, -1, MAX_AMOUNT + 1]))  # INVALID_AMOUNT
+        return data.draw(st.integers(1, most))
+
+    for account_id in accounts:
+        if data.draw(st.sampled_from([True, True, True, False])):
+            bank.send(
+                CreateAccount(
+                    command_id=new_id("create"),
+                    account_id=account_id,
+                    owner=account_id.upper(),
+                    currency=data.draw(st.sampled_from(CURRENCIES)),
+                    overdraft_limit=data.draw(st.sampled_from([0, 100])),
+                )
+            )
+    for _ in range(data.draw(st.integers(10, 60), label="actions")):
+        action = data.draw(st.sampled_from(FORGED_ACTIONS))
+        account_id = data.draw(st.sampled_from(accounts))
+        if action == "step":
+            for _ in range(data.draw(st.integers(1, 4))):
+                if bank.pending():
+                    bank.step(data.draw(st.sampled_from(bank.pending())))
+        elif action == "forge":
+            bank.forge(draw_forged_leg(data, bank, accounts, new_id("forged")))
+        elif action == "deposit":
+            bank.send(Deposit(new_id("dep"), account_id, None, amount(1000)))
+        elif action == "withdraw":
+            bank.send(Withdraw(new_id("wd"), account_id, None, amount()))
+        elif action == "transfer":
+            to = data.draw(st.sampled_from([a for a in [*accounts, NOWHERE] if a != account_id]))
+            bank.send(TransferMoney(new_id("tr"), account_id, None, to, amount()))
+        elif action == "close":
+            bank.send(CloseAccount(new_id("close"), account_id, None))
+    while bank.pending():
+        bank.step(data.draw(st.sampled_from(bank.pending())))
+    for outcome_seen in bank.outcomes:
+        event(outcome_seen)
+    return bank
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_forged_legs_never_break_the_books(data: st.DataObject) -> None:
+    bank = run_forgery(data)
+    ledger = bank.ledger
+
+    # After every step (Forgery.step checked it): in_flight >= in_flight_count >= 0, no
+    # balance below its overdraft, no ledger violation. And at the end, as a whole:
+    assert ledger.check(complete=False) == []
+    assert ledger.duplicates == 0
+    balances, in_flight = ledger.balances(), ledger.money_in_flight()
+    for currency in CURRENCIES:
+        # Per currency, balances plus money in flight are what public commands put in
+        # and took out: refused legs moved nothing.
+        assert ledger.deposited[currency] == bank.deposited[currency]
+        assert ledger.withdrawn[currency] == bank.withdrawn[currency]
+        assert (
+            balances[currency] + in_flight[currency]
+            == bank.deposited[currency] - bank.withdrawn[currency]
+        )
+
+    # The accounts folded by the ledger are the bank's.
+    assert ledger.accounts == bank.accounts
+
+    # Where no forged refund or settlement was taken, every real transfer has ended:
+    # forged legs did not get in the way of the real ones.
+    for account_id, account in bank.accounts.items():
+        if account_id not in bank.tainted_returns:
+            assert (account.in_flight, account.in_flight_count) == (0, 0), account_id
