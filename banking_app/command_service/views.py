@@ -56,7 +56,8 @@ async def submit(view: ApiView, request: Request, command: Command, **extra: Any
     headers = {"Location": f"/commands/{command.command_id}"}
     # A key seen before answers with its first outcome, without sending anything: the
     # command side dedupes per account, so this is also what stops the key being reused
-    # for another account.
+    # for another account. When the worker holding the outcome is away this is a 504 or
+    # 503 and nothing is sent; the wait below instead runs out as 202 pending.
     previous = await lookups.outcome(command.command_id)
     if previous is not None and previous["status"] != "pending":
         return answer(view, command, previous, body, headers)

@@ -1,10 +1,15 @@
 """The query service: account views, histories and command outcomes over HTTP.
 
-Every view is stacked on ``table_route``: any worker answers any key by forwarding the
-request to the worker that owns the key's partition.
+Every view is stacked on ``table_route`` (through ``routed``): any worker answers any key
+by forwarding the request to the worker that owns the key's partition, within
+``BANKING_FORWARD_TIMEOUT`` (a 504 or 503 problem otherwise).
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from faust.web import Request, Response
 
@@ -15,19 +20,63 @@ from banking_app.query_service.projections import (
     transactions_table,
 )
 from banking_app.runtime.faust_app import app
-from banking_app.runtime.tables import get_json
-from banking_app.web import validation
+from banking_app.runtime.tables import BatchedTable, get_json
+from banking_app.web import lookups, validation
 from banking_app.web.base import ApiView
-from banking_app.web.problems import not_found
+from banking_app.web.problems import bad_request, not_found
 
 MAX_PAGE = 500
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def routed(table: BatchedTable, match_info: str) -> Callable[[Handler], Handler]:
+    """Faust's ``table_route``, answering problems when the key's owner is away.
+
+    Faust forwards a request for a key another worker owns (``Router._route_req``, in
+    faust-streaming 0.15.3's ``faust/app/router.py``) through ``app.http_client``, giving
+    it no timeout of its own; that client's requests end after BANKING_FORWARD_TIMEOUT
+    (``banking_app.runtime.faust_app.forwarding_client``; aiohttp's default is five
+    minutes). What the forwarding then raises, or raises when the owner cannot be
+    reached, left the view as a 500; here it is a 504 or a 503 problem document
+    (``lookups.forward_failed``). A key this worker owns is read by the view itself,
+    which does no network I/O, so none of these can come from it; and the local path
+    costs no more than a ``try``. A ``Host`` header that makes no URL, which Faust's
+    forwarding cannot rewrite (a ValueError), is a 400.
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        route = app.table_route(table=table, match_info=match_info)(handler)
+
+        @functools.wraps(handler)
+        async def get(view: ApiView, request: Request, **kwargs: Any) -> Response:
+            try:
+                return await route(view, request, **kwargs)
+            except lookups.FORWARD_ERRORS as exc:
+                owner = _owner(table, request.match_info[match_info])
+                raise lookups.forward_failed(exc, owner) from None
+            except ValueError:
+                if request.url.absolute:
+                    raise
+                raise bad_request("the Host header does not name a host") from None
+
+        return get
+
+    return decorate
+
+
+def _owner(table: BatchedTable, key: str) -> str:
+    try:
+        return str(app.router.key_store(table.name, key))
+    except KeyError:
+        return "no worker yet"
 
 
 @app.page("/accounts/{account_id}")
 class Account(ApiView):
     route = "/accounts/{account_id}"
 
-    @app.table_route(table=account_views_table, match_info="account_id")
+    @routed(account_views_table, "account_id")
     async def get(self, request: Request, account_id: str) -> Response:
         view = get_json(account_views_table, account_id)
         if view is None:
@@ -39,7 +88,7 @@ class Account(ApiView):
 class Transactions(ApiView):
     route = "/accounts/{account_id}/transactions"
 
-    @app.table_route(table=transactions_table, match_info="account_id")
+    @routed(transactions_table, "account_id")
     async def get(self, request: Request, account_id: str) -> Response:
         limit = validation.int_query(request, "limit", 50, 1, MAX_PAGE)
         before_seq = validation.int_query(request, "before_seq", 2**53, 1, 2**53)
@@ -67,7 +116,7 @@ class Transactions(ApiView):
 class CommandOutcome(ApiView):
     route = "/commands/{command_id}"
 
-    @app.table_route(table=command_outcomes_table, match_info="command_id")
+    @routed(command_outcomes_table, "command_id")
     async def get(self, request: Request, command_id: str) -> Response:
         outcome = get_json(command_outcomes_table, command_id)
         if outcome is None:

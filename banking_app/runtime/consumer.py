@@ -12,6 +12,26 @@ of a deposit load put at a quarter of the worker's event loop. The loop here che
 the suspend flag instead: a record fetched while the flow is suspended (a rebalance
 has begun) is not handed over, as in Faust, and recovery reads it again after the seek
 to the committed offsets.
+
+Upstream code replaced or read (faust-streaming 0.15.3, mode-streaming 0.7.1, aiokafka
+0.14.0, pinned in pyproject.toml):
+
+- ``faust/transport/consumer.py``: ``Consumer._drain_messages`` (the fetch loop, which
+  ``Fetcher._fetcher`` calls by name) is replaced; it reads ``_read_offset``,
+  ``_commit_every``, ``_n_acked`` and ``consumer_stopped_errors`` as Faust's loop does,
+  and calls ``_add_gap`` to let commits pass offsets that retention deleted.
+  ``seek``, ``seek_to_committed`` and ``on_partitions_revoked``/``_assigned`` are
+  extended to keep the cursors.
+- ``faust/transport/drivers/aiokafka.py``: ``AIOKafkaConsumerThread._ensure_consumer``
+  (the aiokafka consumer, to seek it) and ``earliest_offsets``.
+- ``mode/services.py``: ``Service._stopped`` of the consumer and the fetcher, as Faust's
+  loop reads it; ``mode/threads.py``: ``QueueServiceThread.call_thread``.
+- ``aiokafka/consumer/subscription_state.py``: ``AIOKafkaConsumer._subscription`` and
+  the partition state behind it (``_position``), because aiokafka's public
+  ``position()`` waits until there is a position, and the stall check must not.
+
+``banking_app.runtime.upstream`` checks all of these at import and at start, so a rename
+in an upgrade stops the worker with its name instead of turning the safety net off.
 """
 
 from __future__ import annotations
@@ -27,6 +47,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 from mode import Service, ServiceT
 
+from banking_app.runtime import upstream
 from banking_app.runtime.delivery import Action, Cursors
 
 log = logging.getLogger(__name__)
@@ -40,6 +61,7 @@ YIELD_EVERY = 50
 class InOrderConsumer(driver.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        upstream.check_instance(self)  # Faust's private attributes, as the worker starts
         self._cursors = Cursors()
 
     def owed(self, tp: TP) -> int | None:
@@ -160,12 +182,17 @@ class InOrderConsumer(driver.Consumer):
                 await self._seek_back(tp, owed)
 
     async def _position(self, tp: TP) -> int | None:
-        """The consumer's fetch position on ``tp`` (``None`` while it has none)."""
+        """The consumer's fetch position on ``tp`` (``None`` while it has none).
+
+        Read from aiokafka's subscription state, whose names ``upstream`` checked at
+        start: no subscription, assignment or position yet is ``None``, while a renamed
+        attribute raises rather than reading as "no position" (which would turn the
+        stall check off without a word).
+        """
         consumer = self._thread._ensure_consumer()
-        try:
-            state = consumer._subscription.subscription.assignment.state_value(tp)
-        except (AttributeError, KeyError):
-            return None
+        subscription = consumer._subscription.subscription
+        assignment = subscription.assignment if subscription is not None else None
+        state = assignment.state_value(tp) if assignment is not None else None
         return state.position if state is not None and state.has_valid_position else None
 
     async def seek_to_committed(self) -> Mapping[TP, int]:

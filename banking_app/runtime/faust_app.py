@@ -5,10 +5,12 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+import aiohttp
 import faust
+from faust.types.enums import ProcessingGuarantee
 
 from banking_app.runtime.broker_wait import wait_for_broker
-from banking_app.runtime.settings import settings
+from banking_app.runtime.settings import settings, unsupported_guarantee
 from banking_app.runtime.transport import Transport
 
 #: CPython's (700, 10, 10), with the middle generation collected more often and the
@@ -30,9 +32,25 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def forwarding_client() -> aiohttp.ClientSession:
+    """The HTTP client a worker forwards reads to other workers with (``app.http_client``).
+
+    Faust's forwarding of a request for a key another worker owns (``table_route``)
+    sets no timeout, so aiohttp's default of five minutes held the request that long
+    when the owner did not answer; every request of this client ends after
+    BANKING_FORWARD_TIMEOUT instead (the query views answer 504).
+    """
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.forward_timeout))
+
+
 class BankApp(faust.App):
     """Faust's App on our transport (see ``banking_app.runtime.transport``), which waits for its
-    broker instead of exiting when it is not there yet."""
+    broker instead of exiting when it is not there yet.
+
+    The transport is installed by overriding ``App._new_transport`` (private, called by
+    the ``App.transport`` property in faust-streaming 0.15.3's ``faust/app/base.py``);
+    ``banking_app.runtime.upstream`` checks that it still is.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,6 +80,7 @@ class BankApp(faust.App):
         return dependencies
 
     async def on_first_start(self) -> None:
+        settings.leg_key_bytes()  # refuse to start without the key that seals saga legs
         await wait_for_broker(settings.bootstrap_servers)
         await super().on_first_start()
 
@@ -75,7 +94,6 @@ app = BankApp(
     web_host=settings.web_host,
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
-    processing_guarantee=settings.processing_guarantee,
     broker_rebalance_timeout=settings.rebalance_timeout,
     broker_session_timeout=max(settings.rebalance_timeout, 10.0),
     # Every event we emit must be on all in-sync replicas before the state that says
@@ -90,4 +108,19 @@ app = BankApp(
     autodiscover=False,
     origin="banking_app",
     Stream="banking_app.runtime.streams:QuietTakeStream",
+    HttpClient=forwarding_client,
 )
+
+
+def require_at_least_once(conf: Any) -> None:
+    """Stop when Faust's own ``PROCESSING_GUARANTEE`` variable asks for more.
+
+    Faust reads that variable itself, over what the app passes, so the check of
+    ``BANKING_PROCESSING_GUARANTEE`` in ``settings`` alone would not catch it.
+    """
+    guarantee = conf.processing_guarantee
+    if guarantee is not ProcessingGuarantee.AT_LEAST_ONCE:
+        raise unsupported_guarantee("PROCESSING_GUARANTEE", guarantee.value)
+
+
+require_at_least_once(app.conf)

@@ -7,6 +7,14 @@ a changelog only up to that end (so a recovered table would miss the batch's las
 records) and refuses to start when its local RocksDB has seen further (ConsistencyError).
 Reading the record at ``reported - 1`` returns its whole batch, whose last offset gives
 the true end; on Kafka the two agree and the probe changes nothing.
+
+Upstream code corrected (faust-streaming 0.15.3 and aiokafka 0.14.0, pinned in
+pyproject.toml): ``AIOKafkaConsumerThread.highwaters`` in
+``faust/transport/drivers/aiokafka.py`` (aiokafka's ``end_offsets``), through which
+``faust/tables/recovery.py`` reads the ends it recovers up to. ``banking_app.runtime.transport``
+hooks this module in there, and ``banking_app.runtime.upstream`` checks that the hook
+still runs. The probe itself uses only aiokafka's public consumer API (``assign``,
+``seek``, ``getmany``): no private name.
 """
 
 from __future__ import annotations

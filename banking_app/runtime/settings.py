@@ -21,7 +21,9 @@ def _int(name: str, default: int, minimum: int | None = None) -> int:
     return value
 
 
-def _float(name: str, default: float, minimum: float | None = None) -> float:
+def _float(
+    name: str, default: float, minimum: float | None = None, maximum: float | None = None
+) -> float:
     raw = os.environ.get(name, "")
     try:
         value = float(raw) if raw.strip() else default
@@ -29,7 +31,33 @@ def _float(name: str, default: float, minimum: float | None = None) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
     if minimum is not None and not value >= minimum:  # "not >=": NaN is refused too
         raise SystemExit(f"{name} must be at least {minimum:g}")
+    if maximum is not None and not value <= maximum:  # infinity too
+        raise SystemExit(f"{name} must be at most {maximum:g}")
     return value
+
+
+def unsupported_guarantee(variable: str, value: str) -> SystemExit:
+    """The stop for a processing guarantee other than at-least-once.
+
+    Faust's ``exactly_once`` wraps Faust's own sends in Kafka transactions, but the bank
+    produces its events, saga legs and changelog writes itself
+    (``banking_app.runtime.produce``), outside Faust's transaction manager, and no Kafka
+    transaction covers the local RocksDB tables. Accepting the setting would promise
+    what the worker does not do; the bank is correct at least once instead.
+    """
+    return SystemExit(
+        f"{variable}={value!r} is not supported. The bank processes every input at least "
+        "once, and a repeated input changes nothing (docs/at-least-once.md). exactly_once "
+        "is not offered: the bank sends its events, saga legs and changelog writes itself, "
+        "outside Faust's Kafka transactions, which would not cover them. Unset "
+        f"{variable} or set it to at_least_once."
+    )
+
+
+def _at_least_once() -> None:
+    raw = os.environ.get("BANKING_PROCESSING_GUARANTEE", "").strip()
+    if raw and raw != "at_least_once":
+        raise unsupported_guarantee("BANKING_PROCESSING_GUARANTEE", raw)
 
 
 @dataclass(frozen=True)
@@ -41,7 +69,6 @@ class Settings:
     data_dir: str
     partitions: int
     replication_factor: int
-    processing_guarantee: str
     rebalance_timeout: float
     commands_retention_ms: int
     api_token: str
@@ -52,6 +79,20 @@ class Settings:
     batch_quiet: float
     stream_buffer: int
     api_token_reads: bool
+    forward_timeout: float
+    take_attempts: int
+    leg_key: str
+    take_retry_backoff: float
+
+    def leg_key_bytes(self) -> bytes:
+        """``BANKING_LEG_KEY``, or a clear stop: a worker cannot seal legs without it."""
+        if len(self.leg_key) < 32:
+            raise SystemExit(
+                "BANKING_LEG_KEY must be set to a secret of at least 32 characters, the "
+                "same on every worker (e.g. python -c 'import secrets; "
+                "print(secrets.token_hex(32))')"
+            )
+        return self.leg_key.encode()
 
     @property
     def bootstrap_servers(self) -> str:
@@ -62,9 +103,7 @@ class Settings:
 
 def load() -> Settings:
     partitions = _int("BANKING_PARTITIONS", 8, minimum=1)
-    guarantee = os.environ.get("BANKING_PROCESSING_GUARANTEE", "at_least_once")
-    if guarantee not in {"at_least_once", "exactly_once"}:
-        raise SystemExit("BANKING_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
+    _at_least_once()
     return Settings(
         broker=os.environ.get("KAFKA_BROKER", "kafka://localhost:9092"),
         # memory:// is for the agent unit tests; workers keep tables in RocksDB.
@@ -74,7 +113,6 @@ def load() -> Settings:
         data_dir=os.environ.get("BANKING_DATA_DIR", "banking-data"),
         partitions=partitions,
         replication_factor=_int("BANKING_REPLICATION_FACTOR", 1),
-        processing_guarantee=guarantee,
         # Faust's 30 s default makes the first group join wait that long on a small
         # broker; 5 s is plenty for a handful of workers and keeps start-up quick.
         rebalance_timeout=_float("BANKING_REBALANCE_TIMEOUT", 5.0),
@@ -96,6 +134,18 @@ def load() -> Settings:
         # CPU time per transfer (docs/BENCHMARKS.md). Faust reads 0 as "no bound".
         stream_buffer=_int("BANKING_STREAM_BUFFER", 16384, minimum=1),
         api_token_reads=os.environ.get("BANKING_API_TOKEN_READS", "") in {"1", "true", "yes"},
+        # Seconds a worker waits for another worker it forwards a read to (a GET for a
+        # key the other owns, a ``?wait=true`` lookup): then 504, not a hung request.
+        forward_timeout=_float("BANKING_FORWARD_TIMEOUT", 5.0, minimum=0.1, maximum=60),
+        # A failed take is handled again after a backoff doubling from this many seconds
+        # up to 5 s; after this many attempts in all the worker stops, loudly, and the
+        # take is read again after a restart (banking_app.runtime.retries). The default
+        # rides out about a minute of trouble, such as a broker failing over.
+        take_attempts=_int("BANKING_TAKE_ATTEMPTS", 16, minimum=1),
+        # The key the workers seal saga legs with (banking_app.event_processor.leg_seal);
+        # the same on every worker of a bank, and known to no client. Checked at start.
+        leg_key=os.environ.get("BANKING_LEG_KEY", ""),
+        take_retry_backoff=_float("BANKING_TAKE_RETRY_BACKOFF", 0.1, minimum=0),
     )
 
 

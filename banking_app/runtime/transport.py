@@ -12,6 +12,22 @@ Faust fixes the consumer's ``fetch_max_wait_ms`` at 1500. A broker that does not
 long poll when data arrives (the embedded Tansu does not) then holds every hop of the
 pipeline (command → events → outcome) for up to 1.5 s. Kafka answers a fetch as soon
 as data is there, so a shorter wait costs it only a few idle fetches per second.
+
+Upstream code replaced or read (faust-streaming 0.15.3 and aiokafka 0.14.0, pinned in
+pyproject.toml), all in ``faust/transport/drivers/aiokafka.py`` unless said otherwise:
+
+- ``Consumer._new_consumer_thread`` (called by ``ThreadDelegateConsumer.__init__`` in
+  ``faust/transport/consumer.py``) is overridden to make our ``ConsumerThread``.
+- ``AIOKafkaConsumerThread._create_worker_consumer`` is extended to set the aiokafka
+  consumer's private ``_fetch_max_wait_ms`` (``aiokafka/consumer/consumer.py``, read by
+  ``AIOKafkaConsumer.start``), since Faust passes a fixed 1500 and offers no setting.
+- ``AIOKafkaConsumerThread.highwaters`` (what table recovery reads the ends through,
+  ``faust/tables/recovery.py``) is extended to return the true ends.
+- ``Transport.Consumer``: the consumer class the transport makes.
+
+The names are checked when this module is imported (``banking_app.runtime.upstream``):
+an upgrade that renamed one fails here, before a worker starts, rather than leaving the
+override unused.
 """
 
 from __future__ import annotations
@@ -22,14 +38,18 @@ from typing import Any
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
+from banking_app.runtime import upstream
 from banking_app.runtime.consumer import InOrderConsumer
 from banking_app.runtime.offsets import true_end_offsets
 from banking_app.runtime.settings import settings
+
+upstream.check_classes()
 
 
 class ConsumerThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
+        upstream.check_instance(consumer)  # setting a renamed attribute would not fail
         consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms  # read when it starts
         return consumer
 

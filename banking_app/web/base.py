@@ -27,9 +27,12 @@ def authorised(request: Request) -> bool:
         return True
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    expected = settings.api_token.encode()
+    # surrogatepass: aiohttp decodes header bytes that are not UTF-8 to lone surrogates
+    # (os.environ does the same), which a plain encode() refuses: that was a 500.
+    expected = settings.api_token.encode("utf-8", "surrogatepass")
+    given = token.strip().encode("utf-8", "surrogatepass")
     # compare_digest: the time taken does not tell how much of the token was right.
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
+    return scheme.lower() == "bearer" and hmac.compare_digest(given, expected)
 
 
 class ApiView(View):

@@ -3,13 +3,22 @@
 Used by ``?wait=true``, which must see the outcome and the accounts it touched before it
 answers, on whichever workers hold them. The read tables are the query service's; they
 are found by name in ``app.tables``, so the command service needs no import of it.
+
+Every read forwarded to another worker is limited to ``BANKING_FORWARD_TIMEOUT``: a
+worker that does not answer is a 504, one that cannot be reached a 503 (``forward_failed``,
+which the query views use for Faust's forwarding too), both problem documents, rather
+than a request that hangs or a 500.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
 
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.settings import settings
@@ -17,11 +26,42 @@ from banking_app.runtime.tables import BatchedTable, get_json
 from banking_app.runtime.topics import ACCOUNT_VIEWS_TABLE, COMMAND_OUTCOMES_TABLE
 from banking_app.web.problems import Problem
 
+log = logging.getLogger(__name__)
+
 POLL_SECONDS = 0.01
+#: Seconds between tries while a forwarded lookup of a wait fails (the owner is away).
+RETRY_SECONDS = 0.25
+#: Failed lookups a wait tries again: the owner did not answer, or could not be
+#: reached, or the read model is between owners. Any other problem ends the wait.
+RETRIED = frozenset({"worker-timeout", "worker-unreachable", "read-model-unassigned"})
+
+T = TypeVar("T")
 
 
 def _ident(url: Any) -> tuple[str, int]:
     return (str(url.host), int(url.port or 80))
+
+
+#: What a request forwarded to another worker raises when that worker is away.
+FORWARD_ERRORS = (TimeoutError, aiohttp.ClientError, OSError)
+
+
+def forward_failed(exc: BaseException, owner: str) -> Problem:
+    """The answer to a request forwarded to ``owner`` that raised ``exc`` (one of
+    FORWARD_ERRORS): 504 when it did not answer in time, 503 when it was not reached."""
+    if isinstance(exc, TimeoutError):  # first: aiohttp's own timeouts are ClientErrors too
+        return Problem(
+            504,
+            f"the worker holding this data ({owner}) did not answer within "
+            f"{settings.forward_timeout:g} s; retry later",
+            slug="worker-timeout",
+        )
+    return Problem(
+        503,
+        f"the worker holding this data ({owner}) could not be reached "
+        f"({str(exc) or type(exc).__name__}); retry later",
+        slug="worker-unreachable",
+    )
 
 
 async def lookup(table: BatchedTable, key: str, path: str) -> dict[str, Any] | None:
@@ -29,16 +69,29 @@ async def lookup(table: BatchedTable, key: str, path: str) -> dict[str, Any] | N
     try:
         owner = app.router.key_store(table.name, key)
     except KeyError:
-        raise Problem(503, "the read model is not assigned to any worker yet") from None
+        raise Problem(
+            503, "the read model is not assigned to any worker yet", slug="read-model-unassigned"
+        ) from None
     if _ident(owner) == _ident(app.conf.canonical_url):
         return get_json(table, key)  # type: ignore[no-any-return]
+    try:
+        return await _forwarded(owner.with_path(path))
+    except FORWARD_ERRORS as exc:
+        raise forward_failed(exc, str(owner)) from None
+
+
+async def _forwarded(url: Any) -> dict[str, Any] | None:
     headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
-    async with app.http_client.get(owner.with_path(path), headers=headers) as response:
+    timeout = aiohttp.ClientTimeout(total=settings.forward_timeout)
+    async with app.http_client.get(url, headers=headers, timeout=timeout) as response:
         if response.status == 404:
             return None
         if response.status != 200:
-            raise Problem(503, f"worker {owner} answered {response.status}")
-        return await response.json(content_type=None)  # type: ignore[no-any-return]
+            raise Problem(503, f"worker {url.origin()} answered {response.status}")
+        try:
+            return await response.json(content_type=None)  # type: ignore[no-any-return]
+        except ValueError:
+            raise Problem(503, f"worker {url.origin()} did not answer JSON") from None
 
 
 async def outcome(command_id: str) -> dict[str, Any] | None:
@@ -52,36 +105,64 @@ async def account(account_id: str) -> dict[str, Any] | None:
 
 
 async def wait_for_outcome(command_id: str, timeout: float) -> dict[str, Any] | None:
-    """The command's terminal outcome once every account it touched shows it, or None.
+    """The command's terminal outcome once every account it touched shows it, or None
+    when that takes longer than ``timeout`` seconds (lookups under way included).
 
     The outcome and the account views are projected by different agents, possibly on
     different workers; waiting for both is what makes a following GET read its write.
     """
-    deadline = time.monotonic() + timeout
-    found = None
-    while time.monotonic() < deadline:
-        found = await outcome(command_id)
-        if found is not None and found["status"] != "pending":
-            break
-        await asyncio.sleep(POLL_SECONDS)
-    else:
+    try:
+        async with asyncio.timeout(timeout):
+            return await _shown_everywhere(command_id)
+    except TimeoutError:
         return None
-    kinds = {event["type"] for event in found["events"]}
-    while "TransferCredited" in kinds and "TransferSettled" not in kinds:
+
+
+async def _shown_everywhere(command_id: str) -> dict[str, Any]:
+    found = await _poll(functools.partial(outcome, command_id), _terminal)
+    while _in_flight(found):
         # The settlement clears the money in flight on the source: wait for it too, so
         # the source's view is settled when the answer comes.
-        if time.monotonic() >= deadline:
-            return None
         await asyncio.sleep(POLL_SECONDS)
-        found = await outcome(command_id) or found
-        kinds = {event["type"] for event in found["events"]}
+        found = await _retrying(functools.partial(outcome, command_id)) or found
     for event in found["events"]:
         seq = event.get("seq")
-        while seq is not None:
-            view = await account(event["account_id"])
-            if view is not None and view["version"] >= seq:
-                break
-            if time.monotonic() >= deadline:
-                return None
-            await asyncio.sleep(POLL_SECONDS)
+        if seq is not None:
+            await _poll(functools.partial(account, event["account_id"]), _at_least(seq))
     return found
+
+
+def _terminal(found: dict[str, Any] | None) -> bool:
+    return found is not None and found["status"] != "pending"
+
+
+def _in_flight(found: dict[str, Any]) -> bool:
+    kinds = {event["type"] for event in found["events"]}
+    return "TransferCredited" in kinds and "TransferSettled" not in kinds
+
+
+def _at_least(seq: int) -> Callable[[dict[str, Any] | None], bool]:
+    return lambda view: view is not None and view["version"] >= seq
+
+
+async def _poll(read: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
+    """``read()`` again every POLL_SECONDS until ``done`` says so (the caller's timeout
+    ends it otherwise)."""
+    while True:
+        value = await _retrying(read)
+        if done(value):
+            return value
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def _retrying(read: Callable[[], Awaitable[T]]) -> T:
+    """``read()``, tried again while its owner is away: within a wait, an owner that
+    does not answer is a wait that runs out (202 pending), not an error."""
+    while True:
+        try:
+            return await read()
+        except Problem as problem:
+            if problem.slug not in RETRIED:
+                raise
+            log.debug("a wait's lookup failed, trying again: %s", problem.detail)
+            await asyncio.sleep(RETRY_SECONDS)

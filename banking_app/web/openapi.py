@@ -92,7 +92,14 @@ COMMAND_RESPONSES = {
     "400": problem("Malformed JSON or a field that fails validation."),
     "401": problem("A bearer token is configured and was not given."),
     "422": problem("The command was rejected; `reason` says why."),
-    "503": problem("Kafka or the read model is not available yet; retry with the same key."),
+    "503": problem(
+        "Kafka, the read model, or the worker holding the command's outcome is not "
+        "available; retry with the same key."
+    ),
+    "504": problem(
+        "The worker holding the command's outcome did not answer in time "
+        "(BANKING_FORWARD_TIMEOUT); retry with the same key."
+    ),
 }
 
 
@@ -130,7 +137,13 @@ def query_operation(
                 "400": problem("A query parameter fails validation."),
                 "401": problem("Reads need a bearer token (BANKING_API_TOKEN_READS=1)."),
                 "404": problem("Not known to the read model."),
-                "503": problem("The read model is not assigned to a worker yet."),
+                "503": problem(
+                    "The read model is not assigned to a worker yet, or the worker "
+                    "holding the key cannot be reached."
+                ),
+                "504": problem(
+                    "The worker holding the key did not answer in time (BANKING_FORWARD_TIMEOUT)."
+                ),
             },
         }
     }

@@ -29,6 +29,8 @@ async def json_body(request: Request, allowed: set[str], required: bool = True) 
         raw = await request.read()  # the whole body, however it was chunked
     except web.HTTPRequestEntityTooLarge:  # beyond aiohttp's own limit (1 MiB)
         raise bad_request(f"the body is larger than {MAX_BODY_BYTES} bytes") from None
+    except web.RequestPayloadError as exc:  # e.g. a gzip Content-Encoding that is not gzip
+        raise bad_request(f"the body could not be read: {_what(exc)}") from None
     if len(raw) > MAX_BODY_BYTES:
         raise bad_request(f"the body is larger than {MAX_BODY_BYTES} bytes")
     if not raw.strip():
@@ -47,18 +49,30 @@ async def json_body(request: Request, allowed: set[str], required: bool = True) 
     return data
 
 
-def command_id(request: Request) -> str:
+def _what(exc: Exception) -> str:
+    """What went wrong, from aiohttp's ``400, message:\n  <what>``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header when it is a valid command id, None when absent,
+    else a 400: any other value (non-ASCII, or bytes aiohttp could only decode to
+    surrogates) must be refused before anything uses it."""
     key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return str(uuid.uuid4())
-    if not COMMAND_ID_RE.fullmatch(key):
+    if key is not None and not COMMAND_ID_RE.fullmatch(key):
         raise bad_request(f"Idempotency-Key must match {COMMAND_ID_RE.pattern}")
     return key
 
 
+def command_id(request: Request) -> str:
+    key = idempotency_key(request)
+    return key if key is not None else str(uuid.uuid4())
+
+
 def new_account_id(request: Request) -> str:
-    key = request.headers.get("Idempotency-Key")
-    return str(uuid.uuid5(ACCOUNT_ID_NAMESPACE, key) if key else uuid.uuid4())
+    key = idempotency_key(request)
+    return str(uuid.uuid5(ACCOUNT_ID_NAMESPACE, key) if key is not None else uuid.uuid4())
 
 
 def account_id(value: Any, field: str) -> str:

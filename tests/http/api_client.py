@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict
+from yarl import URL
 
 from banking_app.runtime.topics import partition_for
 from support.cluster import Broker, Worker
@@ -172,6 +174,33 @@ class Api:
         )
         assert reply.status == 200, reply
         return reply
+
+
+async def raw_request(
+    url: str, method: str, path: str, headers: bytes, body: bytes = b"", host: bytes | None = None
+) -> Reply:
+    """Send a request exactly as these bytes, in one write, and read the whole reply.
+
+    For what aiohttp's client will not send as given: header bytes that are not UTF-8
+    (it drops what it cannot encode), a ``Host`` of one's own, or a body the worker
+    refuses as soon as it reads it (the client can fail still writing it).
+    ``headers`` are complete lines (``b"Name: value\\r\\n"``).
+    """
+    target = URL(url)
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    try:
+        host = host if host is not None else f"{target.host}:{target.port}".encode()
+        head = f"{method} {path} HTTP/1.1\r\n".encode() + b"Host: " + host + b"\r\n"
+        length = f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        writer.write(head + headers + length.encode() + body)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), HTTP_TIMEOUT)
+    finally:
+        writer.close()
+    status_and_headers, _, text = raw.partition(b"\r\n\r\n")
+    status_line, *lines = status_and_headers.decode("latin-1").split("\r\n")
+    fields = CIMultiDict(line.split(": ", 1) for line in lines if ": " in line)
+    return Reply(int(status_line.split()[1]), fields, text.decode())
 
 
 def assert_problem(reply: Reply, status: int, reason: str | None = None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from api_client import (
     key,
     new_id,
     part,
+    raw_request,
     running_workers,
     view_state,
 )
@@ -521,6 +522,12 @@ def open_with(name: str, **body: Any) -> Any:
     return case(name, "POST", "/accounts", json={"owner": "O", "currency": "EUR", **body})
 
 
+def open_keyed(name: str, idempotency_key: str, **body: Any) -> Any:
+    """A valid account opening under an invalid Idempotency-Key."""
+    json = {"owner": "O", "currency": "EUR", **body}
+    return case(name, "POST", "/accounts", json=json, idempotency_key=idempotency_key)
+
+
 def transfer_with(name: str, **body: Any) -> Any:
     return case(name, "POST", "/transfers", json=body)
 
@@ -590,6 +597,25 @@ BAD_REQUESTS = [
     history_with("history: before_seq=abc", before_seq="abc"),
     history_with("history: before_seq=1.5", before_seq="1.5"),
     history_with("history: before_seq=0", before_seq="0"),
+    # Hostile text and numbers; bytes that are not UTF-8 are sent raw, by
+    # test_hostile_bytes_are_400_and_change_nothing.
+    deposit_with("bad key: UTF-8 non-ASCII", json=FIVE, idempotency_key="clé"),
+    open_keyed("open: key of UTF-8 non-ASCII", "ключ"),
+    open_keyed("open: named, key of UTF-8 non-ASCII", "ключ", account_id="{new}"),
+    deposit_with("timeout=1e309", json=FIVE, params={"wait": "true", "timeout": "1e309"}),
+    deposit_with("timeout=inf", json=FIVE, params={"wait": "true", "timeout": "inf"}),
+    deposit_with("timeout=-inf", json=FIVE, params={"wait": "true", "timeout": "-inf"}),
+    deposit_with("timeout=1e-400", json=FIVE, params={"wait": "true", "timeout": "1e-400"}),
+    history_with("history: limit of 5000 digits", limit="9" * 5000),
+    history_with("history: limit=1e3", limit="1e3"),
+    history_with("history: limit empty", limit=""),
+    history_with("history: before_seq=-1", before_seq="-1"),
+    history_with("history: before_seq=2**53+1", before_seq=str(2**53 + 1)),
+    deposit_with("non-UTF-8 body", data=b'{"amount": 5, "x": "\xff\xfe"}'),
+    deposit_with("lone surrogate in JSON", data=b'{"amount": 5, "x": "\\ud800"}'),
+    deposit_with("deeply nested body", data=b'{"amount": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
+    deposit_with("deeply nested array body", data=b"[" * 20000 + b"]" * 20000),
+    deposit_with("integer of 400 digits", data=b'{"amount": ' + b"9" * 400 + b"}"),
 ]
 
 
@@ -823,6 +849,41 @@ async def test_a_chunked_body_over_64_kib_is_refused(api: Api) -> None:
     assert_problem(reply, 400)
 
 
+OPEN_BODY = b'{"owner": "O", "currency": "EUR"}'
+JSON = b"Content-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body"),
+    [
+        # A Latin-1 "é": aiohttp decodes it to a lone surrogate, which a plain encode()
+        # refuses; the new account's id is derived from the key, so the key must be
+        # refused first (a 400, not a 500).
+        pytest.param("/accounts", b"Idempotency-Key: \xe9\r\n", OPEN_BODY, id="open: key 0xE9"),
+        pytest.param(
+            "/accounts", b"Idempotency-Key: k\xff\xfe\r\n", OPEN_BODY, id="open: key 0xFF"
+        ),
+        pytest.param(
+            "/accounts", b"Idempotency-Key: \xed\xa0\x80\r\n", OPEN_BODY, id="open: surrogate"
+        ),
+        pytest.param(DEPOSITS, b"Idempotency-Key: \xe9\r\n", b'{"amount": 5}', id="deposit: 0xE9"),
+        # A body that is not what its Content-Encoding says: aiohttp fails reading it.
+        pytest.param(DEPOSITS, b"Content-Encoding: gzip\r\n", b'{"amount": 5}', id="not gzip"),
+        pytest.param(
+            DEPOSITS, b"Content-Encoding: deflate\r\n", b'{"amount": 5}', id="not deflate"
+        ),
+    ],
+)
+async def test_hostile_bytes_are_400_and_change_nothing(
+    api: Api, path: str, headers: bytes, body: bytes
+) -> None:
+    account = await api.open(deposit=1_000)
+    reply = await raw_request(api.url, "POST", path.format(a=account), JSON + headers, body)
+    assert_problem(reply, 400)
+    assert reply.body["type"] == "/problems/validation", reply
+    await marker(api, account, (1_000, 2))
+
+
 # ------------------------------------------------------------------------ operations
 
 
@@ -909,6 +970,13 @@ async def test_a_token_guards_commands_and_optionally_reads(
         await _unauthorized(
             anonymous.post("/accounts", body, headers={"Authorization": f"Bearer {TOKEN}x"})
         )
+        # Token bytes that are not UTF-8: aiohttp decodes them to lone surrogates, which
+        # the comparison must encode without failing (a 401, not a 500).
+        for token in (b"s3cr\xe9t", b"\xff\xfe", TOKEN.encode() + b"\xe9"):
+            authorization = b"Authorization: Bearer " + token + b"\r\n"
+            await _unauthorized(
+                raw_request(guarded.url, "POST", "/accounts", JSON + authorization, OPEN_BODY)
+            )
 
         k = key()
         reply = await right.post("/accounts", body, idempotency_key=k, wait=False)

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import gc
 
+import faust
 import pytest
+from faust.types.enums import ProcessingGuarantee
 
 from banking_app.runtime import faust_app as app_module
 from banking_app.runtime import settings as settings_module
-from banking_app.runtime.faust_app import GC_THRESHOLDS, app, settle_garbage_collector
+from banking_app.runtime.faust_app import (
+    GC_THRESHOLDS,
+    app,
+    forwarding_client,
+    require_at_least_once,
+    settle_garbage_collector,
+)
 from banking_app.runtime.streams import QuietTakeStream
 
 
@@ -72,6 +80,11 @@ def test_agents_take_quietly_with_the_configured_times(monkeypatch: pytest.Monke
         ("BANKING_BATCH_QUIET", "-0.1", "BANKING_BATCH_QUIET must be at least 0"),
         ("BANKING_BATCH_WINDOW", "nan", "BANKING_BATCH_WINDOW must be at least 0"),
         ("BANKING_BATCH_WINDOW", "soon", "BANKING_BATCH_WINDOW must be a number, got 'soon'"),
+        ("BANKING_FORWARD_TIMEOUT", "0", "BANKING_FORWARD_TIMEOUT must be at least 0.1"),
+        ("BANKING_FORWARD_TIMEOUT", "nan", "BANKING_FORWARD_TIMEOUT must be at least 0.1"),
+        ("BANKING_FORWARD_TIMEOUT", "inf", "BANKING_FORWARD_TIMEOUT must be at most 60"),
+        ("BANKING_FORWARD_TIMEOUT", "61", "BANKING_FORWARD_TIMEOUT must be at most 60"),
+        ("BANKING_FORWARD_TIMEOUT", "soon", "BANKING_FORWARD_TIMEOUT must be a number, got 'soon'"),
     ],
 )
 def test_a_setting_out_of_range_stops_the_worker_with_its_name(
@@ -81,3 +94,47 @@ def test_a_setting_out_of_range_stops_the_worker_with_its_name(
     with pytest.raises(SystemExit) as stopped:
         settings_module.load()
     assert str(stopped.value) == message
+
+
+def test_forwarded_reads_wait_a_few_seconds_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BANKING_FORWARD_TIMEOUT", raising=False)
+    assert settings_module.load().forward_timeout == 5.0
+    monkeypatch.setenv("BANKING_FORWARD_TIMEOUT", "0.5")
+    assert settings_module.load().forward_timeout == 0.5
+
+
+async def test_requests_forwarded_to_other_workers_end_after_the_forward_timeout() -> None:
+    """Faust's table_route forwards through app.http_client, and sets no timeout itself."""
+    assert app.conf.HttpClient is forwarding_client
+    async with forwarding_client() as client:
+        assert client.timeout.total == settings_module.settings.forward_timeout
+
+
+@pytest.mark.parametrize("raw", ["exactly_once", "EXACTLY_ONCE", "at-least-once", "none"])
+def test_a_processing_guarantee_but_at_least_once_stops_the_worker_saying_why(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("BANKING_PROCESSING_GUARANTEE", raw)
+    with pytest.raises(SystemExit) as stopped:
+        settings_module.load()
+    message = str(stopped.value)
+    assert message.startswith(f"BANKING_PROCESSING_GUARANTEE={raw!r} is not supported.")
+    assert "exactly_once is not offered" in message
+    assert "outside Faust's Kafka transactions" in message
+    assert "set it to at_least_once" in message
+
+
+@pytest.mark.parametrize("raw", ["", "at_least_once"])
+def test_at_least_once_is_what_the_app_runs(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("BANKING_PROCESSING_GUARANTEE", raw)
+    assert not hasattr(settings_module.load(), "processing_guarantee")
+    assert app.conf.processing_guarantee is ProcessingGuarantee.AT_LEAST_ONCE
+    require_at_least_once(app.conf)
+
+
+def test_fausts_own_processing_guarantee_variable_is_refused_too() -> None:
+    """Faust reads PROCESSING_GUARANTEE from the environment over what the app passes."""
+    conf = faust.Settings("probe", env={"PROCESSING_GUARANTEE": "exactly_once"})
+    assert conf.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+    with pytest.raises(SystemExit, match=r"^PROCESSING_GUARANTEE='exactly_once' is not supported"):
+        require_at_least_once(conf)
