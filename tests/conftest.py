@@ -13,6 +13,8 @@ import pytest
 # Agent unit tests keep tables in memory; this must be set before banking_app.app is
 # imported, which configures the app. Worker subprocesses are given their own store.
 os.environ["BANKING_STORE"] = "memory://"
+# The key the workers seal saga legs with; worker subprocesses inherit it.
+os.environ.setdefault("BANKING_LEG_KEY", "tests-" + "0" * 58)
 sys.path.insert(0, str(Path(__file__).parent))
 
 from support.cluster import Broker, Worker

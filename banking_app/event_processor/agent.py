@@ -3,6 +3,12 @@
 Order of writes per take (docs/at-least-once.md): events and saga legs first, acked by
 the broker; then the account rows; then the command-id index. Whatever prefix of that
 survives a crash is safe to reprocess.
+
+Failures (docs/at-least-once.md, "When handling fails"): an input that cannot be
+decided is tried once more and then set aside, dead-lettered as ``PROCESSING_FAILED``
+with the error, and the rest of its take goes on; a take whose publishing or table
+flush fails is handled again from the start (``banking_app.runtime.retries``), and a
+take that never succeeds stops the worker without being acknowledged.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from typing import Any, NamedTuple
 import faust
 from faust.types import EventT
 
-from banking_app.domain import MalformedCommand, parse_command
-from banking_app.domain.commands import ACCOUNT_ID_RE, Command, read_command_id
+from banking_app.domain import MalformedCommand, MalformedLeg, parse_command
+from banking_app.domain.commands import ACCOUNT_ID_RE, COMMAND_TYPES, Command, read_command_id
 from banking_app.domain.decide import Decision, rejection
+from banking_app.event_processor import leg_seal
 from banking_app.event_processor.idempotency import (
     AccountRow,
     Position,
@@ -29,8 +36,10 @@ from banking_app.event_processor.idempotency import (
 )
 from banking_app.event_processor.tables import accounts_table, command_offsets_table
 from banking_app.runtime import codec, metrics
+from banking_app.runtime.faults import faults
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.outbox import Bundles, KafkaOutbox, Outbox, Record
+from banking_app.runtime.retries import drop_staged, until_handled
 from banking_app.runtime.settings import settings
 from banking_app.runtime.streams import takes
 from banking_app.runtime.tables import read_json, stage_json
@@ -63,6 +72,8 @@ class Handled(StrEnum):
     DUPLICATE = "duplicate"
     REROUTED = "rerouted"
     DEAD_LETTERED = "dead-lettered"
+    #: deciding it failed twice: dead-lettered as PROCESSING_FAILED, with the error
+    SET_ASIDE = "set-aside"
 
 
 class Input(NamedTuple):
@@ -108,8 +119,22 @@ class Input(NamedTuple):
         return self.bundled or self.message.key == codec.key(account_id)
 
 
+#: Milliseconds of the last instant an event's ``occurred_at`` can show (9999-12-31).
+MAX_MILLIS = int(codec.MAX_TIMESTAMP * 1000)
+
+
 def _is_millis(value: Any) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= MAX_MILLIS
+
+
+def _safe_iso(seconds: float) -> str | None:
+    """``occurred_at`` of a timestamp, or None for one no ISO date can show."""
+    return codec.iso_timestamp(seconds) if codec.valid_timestamp(seconds) else None
+
+
+def _is_leg(data: Any) -> bool:
+    """True for an input that claims to be a saga leg (valid or not)."""
+    return isinstance(data, dict) and data.get("type") in LEG_TYPES
 
 
 def _is_envelope(item: Any) -> bool:
@@ -131,10 +156,11 @@ def command_partitions() -> int:
 
 
 def leg_bundles(legs: list[tuple[Command, float]], partitions: int) -> list[Record]:
-    """A take's saga legs as one record per partition of ``commands``."""
+    """A take's saga legs, sealed, as one record per partition of ``commands``."""
     bundles = Bundles(commands_topic)
+    key = settings.leg_key_bytes()
     for leg, timestamp in legs:
-        envelope = {"timestamp": round(timestamp * 1000), "command": leg.to_dict()}
+        envelope = {"timestamp": round(timestamp * 1000), "command": leg_seal.sealed(leg, key)}
         bundles.add(partition_for(codec.key(leg.account_id), partitions), codec.dumps(envelope))
     return bundles.close()
 
@@ -166,20 +192,33 @@ class CommandProcessor:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
 
+    async def handle_take(self, events: Sequence[EventT]) -> list[Handled]:
+        """``handle_batch``, retried when it fails, until the worker gives up."""
+        return await until_handled(
+            lambda: self.handle_batch(events),
+            agent="process_commands",
+            records=len(events),
+            discard=drop_staged(TABLES),
+            stop_worker=app.crash,
+        )
+
     async def handle_batch(self, events: Sequence[EventT]) -> list[Handled]:
         """What became of each input of the take (a bundle record holds several)."""
         batch = Batch()
         async for event in taking_turns(events):
-            batch.handled += self.decide_record(batch, event.message)
+            try:
+                batch.handled += self.decide_record(batch, event.message)
+            except Exception as exc:  # outside ``isolated``: dead-lettering it failed
+                batch.handled.append(self.set_aside(batch, Input(event.message), exc))
         batch.records += leg_bundles(batch.legs, command_partitions())
-        await self.outbox.publish(batch.records)
+        await self.outbox.publish(batch.records, fault="publish")
         async for account_id, (row, partition) in taking_turns(batch.rows.items()):
             stage_json(accounts_table, account_id, row.to_dict(), partition)
         async for dedupe_id, (position, partition) in taking_turns(batch.offsets.items()):
             stage_json(command_offsets_table, dedupe_id, stored_position(position), partition)
         # Wait for the changelog too: the next take then never shares a produce batch
         # with this one (see "Known broker quirks" in the README).
-        await self.outbox.flush(TABLES)
+        await self.outbox.flush(TABLES, fault="flush")
         metrics.count_commands(
             (command.type, decision.events) for command, decision in batch.applied
         )
@@ -187,21 +226,92 @@ class CommandProcessor:
 
     def decide_record(self, batch: Batch, message: faust.types.Message) -> list[Handled]:
         try:
-            data = codec.loads(message.value) if message.value is not None else None
+            data = self.decode(message)
         except ValueError as exc:  # not JSON at all (orjson.JSONDecodeError)
             batch.records += self.dead_letter(Input(message), exc, data=None)
             return [Handled.DEAD_LETTERED]
+        except Exception as exc:
+            return [self.set_aside(batch, Input(message), exc)]
         if isinstance(data, list) and not message.key:
             # A bundle of saga legs (sent without a key); an array under a key is a
             # client's mistake, dead-lettered whole below like any value not a command.
-            return [self.decide_one(batch, leg, item) for leg, item in unbundle(message, data)]
-        return [self.decide_one(batch, Input(message), data)]
+            return [self.isolated(batch, leg, item) for leg, item in unbundle(message, data)]
+        return [self.isolated(batch, Input(message), data)]
+
+    def decode(self, message: faust.types.Message) -> Any:
+        """The record's JSON (``ValueError`` when it is not JSON); tried twice."""
+        for attempt in (1, 2):
+            try:
+                faults.check("decode")
+                return codec.loads(message.value) if message.value is not None else None
+            except ValueError:
+                raise
+            except Exception:
+                if attempt == 2:
+                    raise
+                log.warning("decoding %s failed; trying once more", message.offset)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def isolated(self, batch: Batch, source: Input, data: Any) -> Handled:
+        """``decide_one``, tried twice; an input that fails both times is set aside.
+
+        Deciding is pure, so an input that fails twice would fail every time: retrying
+        the whole take for it would only hold up the inputs behind it. ``decide_one``
+        changes ``batch`` only once everything it adds is computed, so a failed try
+        leaves nothing behind.
+        """
+        try:
+            return self.decide_one(batch, source, data)
+        except Exception as exc:
+            log.warning("deciding input %s failed (%r); trying once more", source.position, exc)
+        try:
+            return self.decide_one(batch, source, data)
+        except Exception as exc:
+            return self.set_aside(batch, source, exc)
+
+    def set_aside(self, batch: Batch, source: Input, exc: Exception) -> Handled:
+        """Dead-letter an input that cannot be handled, with the error, and go on.
+
+        No event, and the input's id is not recorded: the bank did not decide it, and a
+        copy sent after a fix is applied then. Its dead letter is its outcome.
+        """
+        log.error(
+            "setting aside input %s of %s[%s]: %r",
+            source.position,
+            source.message.topic,
+            source.partition,
+            exc,
+            exc_info=exc,
+        )
+        metrics.processing_failures_total.labels("process_commands").inc()
+        try:
+            letter = self.dead_letter(source, exc, data=None, reason="PROCESSING_FAILED")
+        except Exception:  # the record itself is beyond reading: its place will do
+            message = source.message
+            entry = {
+                "reason": "PROCESSING_FAILED",
+                "detail": repr(exc),
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                **({"index": source.index} if source.bundled else {}),
+            }
+            letter = [Record(dead_letters_topic, b"", codec.dumps(entry))]
+        batch.records += letter
+        return Handled.SET_ASIDE
 
     def decide_one(self, batch: Batch, source: Input, data: Any) -> Handled:
         try:
             command = parse_command(data)
             if source.bundled and command.public:
                 raise MalformedCommand("a bundle holds saga legs only", command.command_id)
+            if not command.public:
+                leg_seal.check(command, data, settings.leg_key_bytes())
+            if not codec.valid_timestamp(source.timestamp):
+                raise MalformedCommand(
+                    "the record's timestamp is not a date from year 1 to 9999",
+                    command.command_id,
+                )
         except MalformedCommand as exc:
             return self.malformed(batch, source, exc, data)
         if not self.on_own_partition(source, command.account_id):
@@ -216,6 +326,12 @@ class CommandProcessor:
         account can be read, so a corrected retry under the same id, or a copy, is a
         duplicate: the first outcome (MALFORMED_COMMAND) stands, as for any command.
         """
+        if _is_leg(data):
+            # A leg is the bank's own message: one that fails its checks was not sent by
+            # a worker. It gets no event and records no id: the transfer it names, if
+            # any, has its outcome from its real legs.
+            batch.records += self.dead_letter(source, exc, data=None)
+            return Handled.DEAD_LETTERED
         account_id = data.get("account_id") if isinstance(data, dict) else None
         if (
             exc.command_id is not None
@@ -266,17 +382,23 @@ class CommandProcessor:
             row = AccountRow.from_dict(stored) if stored is not None else None
         seen = self.seen_at(batch, source, command.dedupe_id)
         occurred_at = codec.iso_timestamp(source.timestamp)
-        result = process(row, command, source.position, occurred_at, seen)
-        if result.record_offset:
-            batch.offsets[command.dedupe_id] = (source.position, partition)
+        faults.check("decide", command.command_id)
+        try:
+            result = process(row, command, source.position, occurred_at, seen)
+        except MalformedLeg as exc:  # a leg no real debit can have sent: nothing moves
+            return self.malformed(batch, source, exc, command.to_dict())
         if result.duplicate:
+            if result.record_offset:
+                batch.offsets[command.dedupe_id] = (source.position, partition)
             log.info("command %s already applied; ignoring the copy", command.dedupe_id)
             metrics.duplicates_total.labels(command.type).inc()
             return Handled.DUPLICATE
-        batch.records += [
+        # Everything is computed before ``batch`` changes (see ``isolated``).
+        records = [
             Record(events_topic, codec.key(e.account_id), codec.dumps(e.to_dict()))
             for e in result.decision.events
         ]
+        batch.records += records
         # A leg keeps the input's timestamp, so a reprocessed input sends an identical
         # leg and the leg's events get identical ``occurred_at``.
         batch.legs += [(leg, source.timestamp) for leg in result.decision.legs]
@@ -285,18 +407,32 @@ class CommandProcessor:
         batch.applied.append((command, result.decision))
         return Handled.APPLIED
 
-    def dead_letter(self, source: Input, exc: Exception, data: Any) -> list[Record]:
+    def dead_letter(
+        self, source: Input, exc: Exception, data: Any, reason: str | None = None
+    ) -> list[Record]:
+        """The dead letter of an input, and the rejection that tells its sender.
+
+        Built from the record as it came, so that it cannot fail on what made the input
+        bad (a value that is not UTF-8, a timestamp no date can show).
+        """
         message = source.message
-        value = source.value
-        reason = "MALFORMED_COMMAND" if isinstance(exc, MalformedCommand) else "INVALID_JSON"
+        value = source.value if not source.bundled else _leg_bytes(source)
+        if reason is None:
+            reason = (
+                "FORGED_LEG"
+                if isinstance(exc, leg_seal.ForgedLeg)
+                else "MALFORMED_COMMAND"
+                if isinstance(exc, MalformedCommand)
+                else "INVALID_JSON"
+            )
         entry = {
             "reason": reason,
-            "detail": str(exc),
+            "detail": str(exc) if isinstance(exc, MalformedCommand | ValueError) else repr(exc),
             "topic": message.topic,
             "partition": message.partition,
             "offset": message.offset,
             **({"index": source.index} if source.bundled else {}),
-            "timestamp": codec.iso_timestamp(source.timestamp),
+            "timestamp": _safe_iso(source.timestamp),
             "key": _printable(message.key),
             # The input as it came, up to a size a dead-letter record can always carry.
             "value": _printable(value[: codec.DEAD_LETTER_VALUE_BYTES])
@@ -315,7 +451,12 @@ class CommandProcessor:
         )
         records = [Record(dead_letters_topic, message.key or b"", codec.dumps(entry))]
         command_id = read_command_id(data)
-        if command_id is not None and isinstance(exc, MalformedCommand):
+        if (
+            command_id is not None
+            and isinstance(exc, MalformedCommand)
+            and not _is_leg(data)
+            and codec.valid_timestamp(source.timestamp)
+        ):
             records.append(self._malformed_rejection(source, data, command_id, exc))
         metrics.dead_letters_total.labels(reason).inc()
         return records
@@ -346,14 +487,25 @@ class _Unparsed(Command):
     type = "UNPARSED"
 
 
+#: The internal types: saga legs, which only workers send.
+LEG_TYPES = frozenset(name for name, cls in COMMAND_TYPES.items() if not cls.public)
+
 #: The command side's tables, written by this agent alone.
 TABLES = (accounts_table, command_offsets_table)
 
 processor = CommandProcessor(KafkaOutbox(OUTPUT_TOPICS))
 
 
+def _leg_bytes(source: Input) -> bytes:
+    """A bundled item as bytes, whatever it holds (``Input.value`` wants an envelope)."""
+    try:
+        return source.value or b""
+    except Exception:
+        return b""
+
+
 @app.agent(commands_topic)
 async def process_commands(stream: faust.StreamT[bytes]) -> AsyncIterator[list[Handled]]:
     """Decide every command and saga leg against its account; emit events and legs."""
     async for events in takes(stream):
-        yield await processor.handle_batch(events)
+        yield await processor.handle_take(events)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -97,7 +98,13 @@ async def dev(self: object, broker_port: int, web_port: int, worker_loglevel: st
     url = f"kafka://localhost:{broker_port}"
     print(f"broker: {kind} at {url}", flush=True)
     print(f"worker: http://localhost:{web_port}  data: {workdir / 'worker'}", flush=True)
-    env = {**os.environ, "KAFKA_BROKER": url, "BANKING_WEB_PORT": str(web_port)}
+    env = {
+        **os.environ,
+        "KAFKA_BROKER": url,
+        "BANKING_WEB_PORT": str(web_port),
+        # The embedded broker forgets everything on exit: a key for this run will do.
+        "BANKING_LEG_KEY": os.environ.get("BANKING_LEG_KEY") or secrets.token_hex(32),
+    }
     worker = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from pathlib import Path
 from banking_app.operations import embedded_broker
 
 READY_TIMEOUT = 90.0  # generous for slow machines; the benchmark measures readiness
+#: The workers this process starts seal saga legs with one key: the environment's, or
+#: one made for this process (its brokers are gone when it ends, and so are their legs).
+LEG_KEY = os.environ.get("BANKING_LEG_KEY") or secrets.token_hex(32)
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Worker:
             "BANKING_WEB_PORT": str(self.web_port),
             "BANKING_PARTITIONS": str(self.partitions),
             "BANKING_STORE": "rocksdb://",
+            "BANKING_LEG_KEY": LEG_KEY,
             **self.env,
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 (the subprocess owns it)

@@ -15,16 +15,20 @@ still accepts a record holding a single event, as earlier releases wrote them.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 import faust
+from faust.types import EventT
 
 from banking_app.domain import Event, event_from_dict
 from banking_app.query_service import read_model
 from banking_app.runtime import codec, metrics
+from banking_app.runtime.faults import faults
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.outbox import Bundles, KafkaOutbox
+from banking_app.runtime.retries import drop_staged, until_handled
 from banking_app.runtime.settings import settings
 from banking_app.runtime.streams import takes
 from banking_app.runtime.tables import new_table, read_json, stage_json
@@ -40,6 +44,7 @@ from banking_app.runtime.topics import (
 from banking_app.runtime.turns import taking_turns
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 account_views_table = new_table(ACCOUNT_VIEWS_TABLE)
 transactions_table = new_table(TRANSACTIONS_TABLE)
@@ -94,6 +99,7 @@ class AccountProjection:
         self.outcomes = Bundles(outcome_events_topic)
 
     def fold(self, message: faust.types.Message) -> bool:
+        faults.check("project")
         data = decode(message.value)
         event = read_event(data) if data is not None else None
         if event is None:
@@ -133,6 +139,39 @@ class AccountProjection:
 outbox = KafkaOutbox(OUTPUT_TOPICS)
 
 
+def folded(fold: Callable[[faust.types.Message], T], message: faust.types.Message) -> T | None:
+    """``fold(message)``, tried twice; a record that fails both times is skipped.
+
+    Folding is pure, so a record that fails twice fails every time: it is logged and
+    counted (``banking_processing_failures_total``) rather than holding up the read
+    model. An account view then stops at the event before it (a later event's seq does
+    not follow), which ``/metrics`` shows as a gap and ``rebuild-projections`` mends
+    once the fold is fixed.
+    """
+    for attempt in (1, 2):
+        try:
+            return fold(message)
+        except Exception as exc:
+            if attempt == 2:
+                log.error(
+                    "skipping %s[%s]@%s: folding it failed twice: %r",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    exc,
+                    exc_info=exc,
+                )
+                metrics.processing_failures_total.labels("projections").inc()
+    return None
+
+
+async def retried(name: str, handle: Callable[[], Awaitable[T]], records: int, tables: Any) -> T:
+    """A projection's take, retried on failure (``banking_app.runtime.retries``)."""
+    return await until_handled(
+        handle, agent=name, records=records, discard=drop_staged(tables), stop_worker=app.crash
+    )
+
+
 @app.agent(events_topic)
 async def project_accounts(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
     """Fold events into account views and histories, and repartition them by command.
@@ -143,35 +182,65 @@ async def project_accounts(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
     which the outcome fold ignores (event ids).
     """
     async for records in takes(stream):
-        projection = AccountProjection()
-        changed = 0
-        async for record in taking_turns(records):
-            changed += projection.fold(record.message)
-        await projection.write()
-        await outbox.flush(VIEW_TABLES)
-        await outbox.publish(projection.outcomes.close())
-        metrics.projected_total.labels("accounts").inc(changed)
-        yield changed
+        yield await retried(
+            "project_accounts", partial(project_account_take, records), len(records), VIEW_TABLES
+        )
+
+
+async def project_account_take(records: Sequence[EventT]) -> int:
+    projection = AccountProjection()
+    changed = 0
+    async for record in taking_turns(records):
+        changed += folded(projection.fold, record.message) or 0
+    await projection.write()
+    await outbox.flush(VIEW_TABLES)
+    await outbox.publish(projection.outcomes.close())
+    metrics.projected_total.labels("accounts").inc(changed)
+    return changed
 
 
 @app.agent(outcome_events_topic)
 async def project_outcomes(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
     """Fold each command's events into its outcome, on the partition of its command id."""
     async for records in takes(stream):
-        outcomes: dict[str, tuple[dict[str, Any], int]] = {}
-        async for record in taking_turns(records, every=1):
-            partition = record.message.partition
-            for event in read_events(record.message.value):
-                if not event.command_id:
-                    continue
-                if event.command_id in outcomes:
-                    outcome: dict[str, Any] | None = outcomes[event.command_id][0]
-                else:
-                    outcome = read_json(command_outcomes_table, event.command_id, partition)
-                updated = read_model.apply_to_outcome(outcome, event)
-                outcomes[event.command_id] = (updated, partition)
-        async for command_id, (outcome, partition) in taking_turns(outcomes.items()):
-            stage_json(command_outcomes_table, command_id, outcome, partition)
-        await outbox.flush((command_outcomes_table,))
-        metrics.projected_total.labels("outcomes").inc(len(outcomes))
-        yield len(outcomes)
+        yield await retried(
+            "project_outcomes",
+            partial(project_outcome_take, records),
+            len(records),
+            (command_outcomes_table,),
+        )
+
+
+class OutcomeProjection:
+    """One take of ``command-outcome-events`` folded into command outcomes."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, tuple[dict[str, Any], int]] = {}
+
+    def fold(self, message: faust.types.Message) -> int:
+        faults.check("project")
+        partition = message.partition
+        folded: dict[str, tuple[dict[str, Any], int]] = {}
+        for event in read_events(message.value):
+            if not event.command_id:
+                continue
+            if event.command_id in folded:
+                outcome: dict[str, Any] | None = folded[event.command_id][0]
+            elif event.command_id in self.outcomes:
+                outcome = self.outcomes[event.command_id][0]
+            else:
+                outcome = read_json(command_outcomes_table, event.command_id, partition)
+            folded[event.command_id] = (read_model.apply_to_outcome(outcome, event), partition)
+        self.outcomes.update(folded)  # the record's events all, or none (see ``folded``)
+        return len(folded)
+
+
+async def project_outcome_take(records: Sequence[EventT]) -> int:
+    projection = OutcomeProjection()
+    async for record in taking_turns(records, every=1):
+        folded(projection.fold, record.message)
+    async for command_id, (outcome, partition) in taking_turns(projection.outcomes.items()):
+        stage_json(command_outcomes_table, command_id, outcome, partition)
+    await outbox.flush((command_outcomes_table,))
+    metrics.projected_total.labels("outcomes").inc(len(projection.outcomes))
+    return len(projection.outcomes)

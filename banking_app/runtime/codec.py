@@ -31,6 +31,21 @@ def key(text: str) -> bytes:
     return text.encode()
 
 
+#: The record timestamps (seconds) an event can carry: years 1 to 9999, what ISO 8601
+#: dates hold. Any Kafka producer can set any 64-bit timestamp on a record.
+MIN_TIMESTAMP = -62_135_596_800.0
+MAX_TIMESTAMP = 253_402_300_799.999
+
+
+def valid_timestamp(seconds: Any) -> bool:
+    """True for a number of seconds ``iso_timestamp`` can format."""
+    return (
+        isinstance(seconds, int | float)
+        and not isinstance(seconds, bool)
+        and MIN_TIMESTAMP <= seconds <= MAX_TIMESTAMP
+    )
+
+
 def iso_timestamp(seconds: float) -> str:
     """UTC ISO 8601 with milliseconds, from a Kafka record timestamp (seconds).
 

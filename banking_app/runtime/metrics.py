@@ -47,6 +47,18 @@ projected_total = Counter(
     ["projection"],
     registry=registry,
 )
+take_failures_total = Counter(
+    "banking_take_failures_total",
+    "Failed attempts at handling a take (retried; the last one stops the worker), by agent",
+    ["agent"],
+    registry=registry,
+)
+processing_failures_total = Counter(
+    "banking_processing_failures_total",
+    "Inputs that failed to be decided or folded every time, set aside, by agent",
+    ["agent"],
+    registry=registry,
+)
 projection_gaps_total = Counter(
     "banking_projection_gaps_total",
     "Events refused by the account projection because events before them are missing",

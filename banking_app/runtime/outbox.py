@@ -14,6 +14,7 @@ from typing import NamedTuple, Protocol
 
 import faust
 
+from banking_app.runtime.faults import InjectedFault, faults
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.produce import Outgoing, produce
 from banking_app.runtime.tables import BatchedTable, flush_changelogs, store_staged
@@ -65,10 +66,13 @@ class Bundles:
 
 
 class Outbox(Protocol):
-    async def publish(self, records: list[Record]) -> None:
-        """Return once every record is acknowledged by the broker (or raise)."""
+    async def publish(self, records: list[Record], fault: str | None = None) -> None:
+        """Return once every record is acknowledged by the broker (or raise).
 
-    async def flush(self, tables: tuple[BatchedTable, ...] = ()) -> None:
+        ``fault``: the fault-injection step this publish is (``banking_app.runtime.faults``).
+        """
+
+    async def flush(self, tables: tuple[BatchedTable, ...] = (), fault: str | None = None) -> None:
         """Return once everything produced so far is acked, and ``tables``' staged
         writes are in their changelogs and then in the local store."""
 
@@ -89,18 +93,27 @@ class KafkaOutbox:
                 await topic.maybe_declare()
             self._undeclared = ()
 
-    async def publish(self, records: list[Record]) -> None:
+    async def publish(self, records: list[Record], fault: str | None = None) -> None:
         if self._undeclared:
             await self._declare()
-        # Straight to the producer, a batch per partition (banking_app.runtime.produce): the
-        # topics carry raw bytes, so Topic.send's serialisation would buy nothing.
+        if fault is not None and faults.active:
+            try:
+                faults.check(fault)
+            except InjectedFault:
+                await self._produce(records[: len(records) // 2])  # fail half-way
+                raise
+        await self._produce(records)
+
+    async def _produce(self, records: list[Record]) -> None:
+        # Straight to the producer, a batch per partition (banking_app.runtime.produce):
+        # the topics carry raw bytes, so Topic.send's serialisation would buy nothing.
         await produce(
             Outgoing(r.topic.get_topic_name(), r.key, r.value, r.partition, r.timestamp)
             for r in records
         )
 
-    async def flush(self, tables: tuple[BatchedTable, ...] = ()) -> None:
-        await flush_changelogs(tables)
+    async def flush(self, tables: tuple[BatchedTable, ...] = (), fault: str | None = None) -> None:
+        await flush_changelogs(tables, fault)
         await app.producer.flush()
 
 
@@ -108,10 +121,10 @@ class KafkaOutbox:
 class RecordingOutbox:
     records: list[Record] = field(default_factory=list)
 
-    async def publish(self, records: list[Record]) -> None:
+    async def publish(self, records: list[Record], fault: str | None = None) -> None:
         self.records.extend(records)
 
-    async def flush(self, tables: tuple[BatchedTable, ...] = ()) -> None:
+    async def flush(self, tables: tuple[BatchedTable, ...] = (), fault: str | None = None) -> None:
         store_staged(tables)
 
     def on(self, topic: faust.TopicT) -> list[Record]:

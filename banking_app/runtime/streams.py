@@ -15,10 +15,17 @@ ends of the load:
 ``QuietTakeStream.take_quiet`` yields a take as soon as no event arrived for ``quiet``
 seconds (a few milliseconds), at ``max_`` events, or ``within`` after its first event.
 Under load events keep arriving, so takes fill; a lone command waits ``quiet``, not
-``within``. Everything else is Faust's ``take_events``: the buffer is closed while a
-take is handled, and a take's events are acknowledged when the agent asks for the next
-take, or when the generator is closed (as Faust does, that includes a take whose
-handling raised). Only the acknowledgements now give other tasks their turns.
+``within``.
+
+Acknowledgement differs from Faust's too: a take's events are acknowledged only when
+the agent asks for the next take, that is once it has handled this one. Faust's
+``take_events`` acknowledges in a ``finally``, so a take whose handling raised was
+acknowledged anyway, and committed past, with every command in it left without an
+outcome. Here a take the agent did not finish is never acknowledged; the agents retry a
+failed take and stop the worker when it keeps failing (``banking_app.runtime.retries``),
+so its records are read again after the restart. The acknowledgements give other tasks
+their turns. Everything else is Faust's ``take_events`` (faust-streaming 0.15.3,
+``faust/streams.py``): the buffer is closed while a take is handled.
 """
 
 from __future__ import annotations
@@ -91,7 +98,14 @@ class QuietTakeStream(faust.Stream):
                 consuming = self.loop.create_future()
                 try:
                     yield list(events)
+                except GeneratorExit:
+                    # Closed while the agent held the take: its handling raised, or the
+                    # agent is stopping. Not handled, so not acknowledged, so never
+                    # committed: the records come again after a restart.
+                    events.clear()
+                    raise
                 finally:
+                    # The agent asked for the next take: this one is handled.
                     # Acknowledging a take of 1,000 held the event loop for milliseconds:
                     # let the web views have their turns (banking_app.runtime.turns).
                     async for event in taking_turns(events, every=ACK_TURN):

@@ -16,6 +16,7 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from rocksdict import WriteBatch
 
 from banking_app.runtime import codec
+from banking_app.runtime.faults import faults
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.produce import Outgoing, produce
 from banking_app.runtime.settings import settings
@@ -104,9 +105,14 @@ class BatchedTable(faust.Table):
             store._db_for_partition(partition).write(batch)
 
 
-async def flush_changelogs(tables: Iterable[BatchedTable]) -> None:
+async def flush_changelogs(tables: Iterable[BatchedTable], fault: str | None = None) -> None:
     """Produce the tables' staged writes to their changelogs; once the broker has them
-    all, store them locally (``BatchedTable.store_staged``)."""
+    all, store them locally (``BatchedTable.store_staged``).
+
+    A failure in between leaves the writes in the changelogs only: the take is handled
+    again, stages the same writes and produces them again (a compacted changelog keeps
+    the last), so nothing is doubled. ``fault`` injects one there (the fault tests).
+    """
     pending: list[Outgoing] = []
     by_topic: dict[str, BatchedTable] = {}
     for table in tables:
@@ -123,6 +129,8 @@ async def flush_changelogs(tables: Iterable[BatchedTable]) -> None:
     offsets: dict[str, dict[int, int]] = {topic: {} for topic in by_topic}
     for tp, offset in (await produce(pending)).items():
         offsets[tp.topic][tp.partition] = offset
+    if fault is not None:
+        faults.check(fault)
     for topic, table in by_topic.items():
         table.store_staged(offsets[topic])
 

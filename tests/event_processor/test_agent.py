@@ -6,73 +6,30 @@ be produced. The same scenarios against a real broker live in tests/integration.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import pytest
 
-from banking_app.event_processor import agent as agents
-from banking_app.event_processor.agent import Handled, process_commands
+from banking_app.event_processor.agent import Handled
 from banking_app.event_processor.idempotency import AccountRow
 from banking_app.event_processor.tables import accounts_table
-from banking_app.runtime import codec, metrics
-from banking_app.runtime.faust_app import app
-from banking_app.runtime.outbox import RecordingOutbox
+from banking_app.runtime import metrics
 from banking_app.runtime.tables import get_json
 from banking_app.runtime.topics import (
     commands_topic,
     dead_letters_topic,
-    events_topic,
     partition_for,
 )
-
-
-@pytest.fixture()
-async def harness() -> AsyncIterator[Any]:
-    assert str(app.conf.store).startswith("memory:"), "tests/agents/conftest.py sets it"
-    app.finalize()
-    outbox = RecordingOutbox()
-    previous, agents.processor.outbox = agents.processor.outbox, outbox
-    try:
-        async with process_commands.test_context() as agent:
-            agent.outbox = outbox
-            yield agent
-    finally:
-        agents.processor.outbox = previous
-        accounts_table.data.clear()
-
-
-async def send(agent: Any, value: dict[str, Any] | bytes, key: str | None = None) -> Handled:
-    """Put one record where Kafka would: keyed by the account, on its partition."""
-    if isinstance(value, dict):
-        key = key if key is not None else value["account_id"]
-        value = orjson.dumps(value)
-    key_bytes = codec.key(key) if key is not None else None
-    partition = partition_for(key_bytes, 8) if key_bytes else 0
-    event = await agent.put(value, key=key_bytes, partition=partition)
-    [handled] = agent.results[event.message.offset]  # one record, so a take of one
-    return handled
-
-
-async def send_take(agent: Any, account_id: str, commands: list[dict[str, Any]]) -> None:
-    """Put the commands on the account's partition at once, so one take decides them."""
-    key = codec.key(account_id)
-    partition = partition_for(key, 8)
-    async with agent.new_value_processed:
-        for command in commands:
-            await agent.put(orjson.dumps(command), key=key, partition=partition, wait=False)
-        await agent.new_value_processed.wait()
-
-
-def events(agent: Any) -> list[dict[str, Any]]:
-    return [orjson.loads(record.value) for record in agent.outbox.on(events_topic)]
-
-
-def balance(account_id: str) -> int:
-    row = AccountRow.from_dict(get_json(accounts_table, account_id))
-    assert row.account is not None
-    return row.account.balance
+from support.agent_harness import (
+    balance,
+    bundle,
+    credit,
+    events,
+    open_accounts,
+    send,
+    send_bundle,
+    send_take,
+)
 
 
 async def test_a_deposit_is_applied_once_and_its_copy_is_ignored(harness: Any) -> None:
@@ -120,42 +77,6 @@ async def test_a_rejection_is_an_event_and_changes_nothing(harness: Any) -> None
     )
     assert balance("bob") == -100
     assert events(harness)[-1]["seq"] == 2
-
-
-async def open_accounts(agent: Any, *accounts: str) -> None:
-    for account in accounts:
-        opened = await send(
-            agent,
-            {
-                "type": "CREATE_ACCOUNT",
-                "command_id": f"open-{account}",
-                "account_id": account,
-                "owner": account,
-                "currency": "EUR",
-            },
-        )
-        assert opened is Handled.APPLIED
-
-
-async def send_bundle(agent: Any, value: bytes, partition: int) -> list[Handled]:
-    """Put a bundle record where the command agent sends it; what became of each leg."""
-    event = await agent.put(value, key=b"", partition=partition)
-    return agent.results[event.message.offset]  # type: ignore[no-any-return]
-
-
-def credit(command_id: str, to: str, amount: int, source: str = "src") -> dict[str, Any]:
-    return {
-        "type": "TRANSFER_CREDIT",
-        "command_id": command_id,
-        "account_id": to,
-        "from_account_id": source,
-        "amount": amount,
-        "currency": "EUR",
-    }
-
-
-def bundle(*legs: dict[str, Any], timestamp: int = 1_700_000_000_000) -> bytes:
-    return orjson.dumps([{"timestamp": timestamp, "command": leg} for leg in legs])
 
 
 async def test_a_transfer_sends_its_legs_bundled_on_their_accounts_partitions(

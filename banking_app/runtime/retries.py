@@ -1,0 +1,101 @@
+"""A failed take is retried, and a take that keeps failing stops the worker.
+
+Faust restarts an agent whose body raised, and the take's records, already handed
+over, were then never handled: with Faust's ``take_events`` they were even acknowledged
+and committed. Here (with ``QuietTakeStream``, which acknowledges only handled takes)
+an agent hands each take to ``until_handled``:
+
+- a failure is logged, counted (``banking_take_failures_total``), the take's staged
+  table writes are dropped, and the take is handled again from the start after a
+  backoff (``BANKING_TAKE_RETRY_BACKOFF`` doubling up to 5 s). Handling again is
+  harmless: ``decide`` is deterministic and every input is applied at most once, so
+  events already published are published again identically, and readers dedupe them.
+- after ``BANKING_TAKE_ATTEMPTS`` attempts the worker stops with the error (exit code
+  not 0), loudly, without acknowledging the take. A process supervisor restarts it, and
+  the records come again from the last committed offset. Stopping the whole worker is
+  the way to stop the partition: a take may span all of them.
+
+Per-input failures that would recur on every attempt (a record that cannot be decided)
+are not this module's: the agents isolate those themselves and dead-letter the input
+with its reason, so the rest of the take goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from banking_app.runtime import metrics
+from banking_app.runtime.settings import settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_BACKOFF = 5.0
+
+
+class TakeAbandoned(RuntimeError):
+    """A take failed every attempt; the worker stops without acknowledging it."""
+
+
+def backoff(attempt: int, first: float) -> float:
+    """Seconds to wait after the ``attempt``-th failure: doubling, at most 5 s."""
+    return float(min(first * 2 ** (attempt - 1), MAX_BACKOFF))
+
+
+async def until_handled(
+    handle: Callable[[], Awaitable[T]],
+    *,
+    agent: str,
+    records: int,
+    discard: Callable[[], None],
+    stop_worker: Callable[[BaseException], Awaitable[Any]],
+    attempts: int | None = None,
+) -> T:
+    """``handle()``'s result, retried on failure; after the last attempt, stop."""
+    attempts = attempts or settings.take_attempts
+    for attempt in range(1, attempts + 1):
+        try:
+            return await handle()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            discard()
+            metrics.take_failures_total.labels(agent).inc()
+            if attempt == attempts:
+                log.critical(
+                    "%s: a take of %d records failed %d times (%r); stopping the worker "
+                    "without acknowledging it, so it is read again after a restart",
+                    agent,
+                    records,
+                    attempts,
+                    exc,
+                )
+                abandoned = TakeAbandoned(f"{agent}: take failed {attempts} times: {exc!r}")
+                await stop_worker(abandoned)
+                raise abandoned from exc
+            delay = backoff(attempt, settings.take_retry_backoff)
+            log.warning(
+                "%s: a take of %d records failed (attempt %d of %d): %r; retrying in %.2f s",
+                agent,
+                records,
+                attempt,
+                attempts,
+                exc,
+                delay,
+                exc_info=exc,
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def drop_staged(tables: Iterable[Any]) -> Callable[[], None]:
+    """A ``discard`` for ``until_handled``: forget the tables' staged writes."""
+
+    def discard() -> None:
+        for table in tables:
+            table.staged = {}
+
+    return discard
