@@ -72,15 +72,21 @@ def _owner(table: BatchedTable, key: str) -> str:
         return "no worker yet"
 
 
+def _found(table: BatchedTable, key: str, missing: str) -> Any:
+    """``key``'s JSON in ``table``; a 404 problem saying ``missing`` when it has none."""
+    value = get_json(table, key)
+    if value is None:
+        raise not_found(missing)
+    return value
+
+
 @app.page("/accounts/{account_id}")
 class Account(ApiView):
     route = "/accounts/{account_id}"
 
     @routed(account_views_table, "account_id")
     async def get(self, request: Request, account_id: str) -> Response:
-        view = get_json(account_views_table, account_id)
-        if view is None:
-            raise not_found(f"no account {account_id!r}")
+        view = _found(account_views_table, account_id, f"no account {account_id!r}")
         return self.json(read_model.public_view(view))
 
 
@@ -92,9 +98,7 @@ class Transactions(ApiView):
     async def get(self, request: Request, account_id: str) -> Response:
         limit = validation.int_query(request, "limit", 50, 1, MAX_PAGE)
         before_seq = validation.int_query(request, "before_seq", 2**53, 1, 2**53)
-        view = get_json(account_views_table, account_id)
-        if view is None:
-            raise not_found(f"no account {account_id!r}")
+        view = _found(account_views_table, account_id, f"no account {account_id!r}")
         newest = min(before_seq - 1, view["version"])
         oldest = max(newest - limit + 1, 1)
         items = []
@@ -118,7 +122,7 @@ class CommandOutcome(ApiView):
 
     @routed(command_outcomes_table, "command_id")
     async def get(self, request: Request, command_id: str) -> Response:
-        outcome = get_json(command_outcomes_table, command_id)
-        if outcome is None:
-            raise not_found(f"no outcome for command {command_id!r} (yet)")
+        outcome = _found(
+            command_outcomes_table, command_id, f"no outcome for command {command_id!r} (yet)"
+        )
         return self.json(outcome)

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from domain_stories import T0, T1, T2, T3, T4, T5, apply, folded, opening
 
 from banking_app.domain import (
     Account,
@@ -20,7 +21,6 @@ from banking_app.domain import (
     Command,
     CreateAccount,
     CreditTransfer,
-    Decision,
     Deposit,
     MalformedLeg,
     Reason,
@@ -37,19 +37,6 @@ from banking_app.domain import events as ev
 from banking_app.domain.commands import MAX_AMOUNT
 from banking_app.domain.guards import MAX_BALANCE
 
-T0 = "2024-05-01T09:00:00.000Z"
-T1 = "2024-05-01T09:00:01.000Z"
-T2 = "2024-05-01T09:00:02.000Z"
-T3 = "2024-05-01T09:00:03.000Z"
-T4 = "2024-05-01T09:00:04.000Z"
-T5 = "2024-05-01T09:00:05.000Z"
-
-
-def apply(state: Account | None, decision: Decision) -> Account | None:
-    for event in decision.events:
-        state = evolve(state, event)
-    return state
-
 
 def accepted(
     state: Account | None, command: Command, at: str
@@ -63,12 +50,7 @@ def accepted(
     assert event.account_id == command.account_id
     assert event.occurred_at == at
     assert event.event_id == ev.event_id_for(command.dedupe_id)
-    after = apply(state, decision)
-    assert after is not None
-    # every leg is something the commands topic can carry and read back
-    for leg in decision.legs:
-        assert parse_command(leg.to_dict()) == leg
-    return event, after, decision.legs
+    return event, folded(state, decision), decision.legs
 
 
 def rejected(state: Account | None, command: Command, reason: Reason, at: str = T5) -> None:
@@ -96,20 +78,10 @@ def open_account(
     account_id: str = "acc-a", currency: str = "EUR", overdraft_limit: int = 0, balance: int = 0
 ) -> Account:
     """An account created (and funded) through decide, at version 1 or 2."""
-    create = CreateAccount(
-        command_id=f"create-{account_id}",
-        account_id=account_id,
-        owner="Owner",
-        currency=currency,
-        overdraft_limit=overdraft_limit,
-    )
+    create, *funding = opening(account_id, currency, overdraft_limit, balance)
     _, state, _ = accepted(None, create, T0)
-    if balance:
-        _, state, _ = accepted(
-            state,
-            Deposit(command_id=f"fund-{account_id}", account_id=account_id, amount=balance),
-            T0,
-        )
+    for deposit in funding:
+        _, state, _ = accepted(state, deposit, T0)
     return state
 
 

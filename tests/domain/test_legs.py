@@ -15,16 +15,15 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from domain_stories import T0, T1, T2, T3, folded, opening
 
 from banking_app.domain import (
     Account,
     AccountStatus,
     CloseAccount,
     Command,
-    CreateAccount,
     CreditTransfer,
     Decision,
-    Deposit,
     MalformedCommand,
     MalformedLeg,
     Reason,
@@ -39,44 +38,22 @@ from banking_app.domain.commands import MAX_AMOUNT
 from banking_app.domain.errors import REFUND_REASONS
 from banking_app.domain.guards import MAX_BALANCE
 
-T0 = "2024-05-01T09:00:00.000Z"
-T1 = "2024-05-01T09:00:01.000Z"
-T2 = "2024-05-01T09:00:02.000Z"
-T3 = "2024-05-01T09:00:03.000Z"
-
-
 # -- helpers --------------------------------------------------------------------------
-
-
-def apply(state: Account | None, decision: Decision) -> Account | None:
-    for event in decision.events:
-        state = evolve(state, event)
-    return state
 
 
 def step(state: Account | None, command: Command, at: str = T1) -> tuple[Account, Decision]:
     """Decide a command that is decided (not refused as malformed), and fold its events."""
     decision = decide(state, command, at)
-    after = apply(state, decision)
-    assert after is not None
-    for leg in decision.legs:  # every leg decide sends is one parse_command reads back
-        assert parse_command(leg.to_dict()) == leg
-    return after, decision
+    return folded(state, decision), decision
 
 
 def open_account(
     account_id: str, balance: int = 0, currency: str = "EUR", overdraft_limit: int = 0
 ) -> Account:
-    create = CreateAccount(
-        command_id=f"create-{account_id}",
-        account_id=account_id,
-        owner="Owner",
-        currency=currency,
-        overdraft_limit=overdraft_limit,
-    )
+    create, *funding = opening(account_id, currency, overdraft_limit, balance)
     state, _ = step(None, create, T0)
-    if balance:
-        state, _ = step(state, Deposit(f"fund-{account_id}", account_id, None, balance), T0)
+    for deposit in funding:
+        state, _ = step(state, deposit, T0)
     assert (state.balance, state.in_flight, state.in_flight_count) == (balance, 0, 0)
     return state
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import re
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from unittest.mock import patch
 
@@ -440,6 +441,42 @@ def draw_expected_version(data: st.DataObject, bank: Bank, account_id: str) -> i
     return data.draw(st.integers(0, 8))
 
 
+def id_maker() -> Callable[[str], str]:
+    """Fresh ids for one run: ``prefix-n``, with one count across every prefix."""
+    counter = iter(range(10**6))
+
+    def new_id(prefix: str) -> str:
+        return f"{prefix}-{next(counter)}"
+
+    return new_id
+
+
+def draw_amount(data: st.DataObject, most: int = 300) -> int:
+    if chance(data, 10):
+        return data.draw(st.sampled_from([0, -1, MAX_AMOUNT + 1]))  # INVALID_AMOUNT
+    return data.draw(st.integers(1, most))
+
+
+def open_most(
+    data: st.DataObject,
+    bank: Bank | Forgery,
+    accounts: Sequence[str],
+    new_id: Callable[[str], str],
+) -> None:
+    """Most accounts are opened first, each in one of two currencies; some never are."""
+    for account_id in accounts:
+        if data.draw(st.sampled_from([True, True, True, False])):
+            bank.send(
+                CreateAccount(
+                    command_id=new_id("create"),
+                    account_id=account_id,
+                    owner=account_id.upper(),
+                    currency=data.draw(st.sampled_from(CURRENCIES)),
+                    overdraft_limit=data.draw(st.sampled_from([0, 100])),
+                )
+            )
+
+
 def step_somewhere(data: st.DataObject, bank: Bank) -> None:
     step_account(data, bank, data.draw(st.sampled_from(bank.pending())))
 
@@ -466,28 +503,8 @@ def run(data: st.DataObject) -> Bank:
 def run_with_window(data: st.DataObject, window: int) -> Bank:
     bank = Bank(window=window)
     accounts = ACCOUNT_IDS[: data.draw(st.integers(3, 4), label="accounts")]
-    counter = iter(range(10**6))
-
-    def new_id(prefix: str) -> str:
-        return f"{prefix}-{next(counter)}"
-
-    def amount(most: int = 300) -> int:
-        if chance(data, 10):
-            return data.draw(st.sampled_from([0, -1, MAX_AMOUNT + 1]))  # INVALID_AMOUNT
-        return data.draw(st.integers(1, most))
-
-    # Most accounts are opened first, each in one of two currencies; some never are.
-    for account_id in accounts:
-        if data.draw(st.sampled_from([True, True, True, False])):
-            bank.send(
-                CreateAccount(
-                    command_id=new_id("create"),
-                    account_id=account_id,
-                    owner=account_id.upper(),
-                    currency=data.draw(st.sampled_from(CURRENCIES)),
-                    overdraft_limit=data.draw(st.sampled_from([0, 100])),
-                )
-            )
+    new_id = id_maker()
+    open_most(data, bank, accounts, new_id)
 
     for _ in range(data.draw(st.integers(10, 60), label="actions")):
         action = data.draw(st.sampled_from(ACTIONS))
@@ -512,7 +529,7 @@ def run_with_window(data: st.DataObject, window: int) -> Bank:
                 )
             )
         elif action == "deposit":
-            bank.send(Deposit(new_id("dep"), account_id, version(), amount(1000)))
+            bank.send(Deposit(new_id("dep"), account_id, version(), draw_amount(data, 1000)))
         elif action == "withdraw":
             row = bank.row(account_id)
             if row.account is not None and chance(data, 3):
@@ -520,13 +537,13 @@ def run_with_window(data: st.DataObject, window: int) -> Bank:
                 limit = row.account.balance + row.account.overdraft_limit
                 bank.send(Withdraw(new_id("wd"), account_id, None, limit))
             else:
-                bank.send(Withdraw(new_id("wd"), account_id, version(), amount()))
+                bank.send(Withdraw(new_id("wd"), account_id, version(), draw_amount(data)))
         elif action == "transfer":
             # Mostly another account in play (closed, or in the other currency, maybe);
             # now and then any id: one never opened, or the source itself.
             others = [other for other in accounts if other != account_id]
             to = data.draw(st.sampled_from(others if not chance(data, 5) else ACCOUNT_IDS))
-            bank.send(TransferMoney(new_id("tr"), account_id, version(), to, amount()))
+            bank.send(TransferMoney(new_id("tr"), account_id, version(), to, draw_amount(data)))
         elif action == "close":
             # Close as it stands, or first withdraw or transfer away what the row holds
             # now (the close may then find the transfer still in flight).
@@ -904,27 +921,8 @@ FORGED_ACTIONS = (
 def run_forgery(data: st.DataObject) -> Forgery:
     bank = Forgery()
     accounts = list(ACCOUNT_IDS[: data.draw(st.integers(2, 4), label="accounts")])
-    counter = iter(range(10**6))
-
-    def new_id(prefix: str) -> str:
-        return f"{prefix}-{next(counter)}"
-
-    def amount(most: int = 300) -> int:
-        if chance(data, 10):
-            return data.draw(st.sampled_from([0, -1, MAX_AMOUNT + 1]))  # INVALID_AMOUNT
-        return data.draw(st.integers(1, most))
-
-    for account_id in accounts:
-        if data.draw(st.sampled_from([True, True, True, False])):
-            bank.send(
-                CreateAccount(
-                    command_id=new_id("create"),
-                    account_id=account_id,
-                    owner=account_id.upper(),
-                    currency=data.draw(st.sampled_from(CURRENCIES)),
-                    overdraft_limit=data.draw(st.sampled_from([0, 100])),
-                )
-            )
+    new_id = id_maker()
+    open_most(data, bank, accounts, new_id)
     for _ in range(data.draw(st.integers(10, 60), label="actions")):
         action = data.draw(st.sampled_from(FORGED_ACTIONS))
         account_id = data.draw(st.sampled_from(accounts))
@@ -935,12 +933,12 @@ def run_forgery(data: st.DataObject) -> Forgery:
         elif action == "forge":
             bank.forge(draw_forged_leg(data, bank, accounts, new_id("forged")))
         elif action == "deposit":
-            bank.send(Deposit(new_id("dep"), account_id, None, amount(1000)))
+            bank.send(Deposit(new_id("dep"), account_id, None, draw_amount(data, 1000)))
         elif action == "withdraw":
-            bank.send(Withdraw(new_id("wd"), account_id, None, amount()))
+            bank.send(Withdraw(new_id("wd"), account_id, None, draw_amount(data)))
         elif action == "transfer":
             to = data.draw(st.sampled_from([a for a in [*accounts, NOWHERE] if a != account_id]))
-            bank.send(TransferMoney(new_id("tr"), account_id, None, to, amount()))
+            bank.send(TransferMoney(new_id("tr"), account_id, None, to, draw_amount(data)))
         elif action == "close":
             bank.send(CloseAccount(new_id("close"), account_id, None))
     while bank.pending():

@@ -23,6 +23,7 @@ from banking_app.runtime.topics import (
 from support.agent_harness import (
     balance,
     bundle,
+    create_account,
     credit,
     events,
     open_accounts,
@@ -33,13 +34,7 @@ from support.agent_harness import (
 
 
 async def test_a_deposit_is_applied_once_and_its_copy_is_ignored(harness: Any) -> None:
-    create = {
-        "type": "CREATE_ACCOUNT",
-        "command_id": "c1",
-        "account_id": "alice",
-        "owner": "Alice",
-        "currency": "EUR",
-    }
+    create = create_account("c1", "alice", "Alice")
     deposit = {"type": "DEPOSIT", "command_id": "c2", "account_id": "alice", "amount": 500}
     assert await send(harness, create) is Handled.APPLIED
     assert await send(harness, deposit) is Handled.APPLIED
@@ -52,17 +47,7 @@ async def test_a_deposit_is_applied_once_and_its_copy_is_ignored(harness: Any) -
 
 
 async def test_a_rejection_is_an_event_and_changes_nothing(harness: Any) -> None:
-    await send(
-        harness,
-        {
-            "type": "CREATE_ACCOUNT",
-            "command_id": "k1",
-            "account_id": "bob",
-            "owner": "Bob",
-            "currency": "USD",
-            "overdraft_limit": 100,
-        },
-    )
+    await send(harness, create_account("k1", "bob", "Bob", currency="USD", overdraft_limit=100))
     await send(
         harness, {"type": "WITHDRAW", "command_id": "k2", "account_id": "bob", "amount": 101}
     )
@@ -205,13 +190,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic_with_a_reason(harness: An
 
 
 async def test_a_record_off_its_accounts_partition_is_rekeyed_not_applied(harness: Any) -> None:
-    command = {
-        "type": "CREATE_ACCOUNT",
-        "command_id": "r1",
-        "account_id": "carol",
-        "owner": "Carol",
-        "currency": "EUR",
-    }
+    command = create_account("r1", "carol", "Carol")
     assert await send(harness, orjson.dumps(command), key=None) is Handled.REROUTED
     assert get_json(accounts_table, "carol") is None
     [forwarded] = harness.outbox.on(commands_topic)
@@ -222,13 +201,7 @@ async def test_a_record_off_its_accounts_partition_is_rekeyed_not_applied(harnes
 async def test_one_take_with_a_copy_inside_applies_each_command_once(harness: Any) -> None:
     """Several records decided in one take share the row they touch, as if one by one."""
     records = [
-        {
-            "type": "CREATE_ACCOUNT",
-            "command_id": "b1",
-            "account_id": "dora",
-            "owner": "Dora",
-            "currency": "EUR",
-        },
+        create_account("b1", "dora", "Dora"),
         {"type": "DEPOSIT", "command_id": "b2", "account_id": "dora", "amount": 40},
         {"type": "DEPOSIT", "command_id": "b2", "account_id": "dora", "amount": 40},
         {"type": "WITHDRAW", "command_id": "b3", "account_id": "dora", "amount": 15},

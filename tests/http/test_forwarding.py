@@ -11,7 +11,6 @@ partitions and answers requests sent to it directly.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from api_client import (
 )
 
 from support.cluster import Broker, Worker
+from support.silent_server import silent_server
 
 pytestmark = pytest.mark.kafka
 
@@ -101,19 +101,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture()
 async def silent(cluster: Cluster) -> AsyncIterator[None]:
     """A TCP server where the gateway reaches ``away``: it accepts and never answers."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(hold, ADVERTISED_HOST, cluster.away.web_port)
-    try:
+    async with silent_server(ADVERTISED_HOST, cluster.away.web_port):
         yield
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.fixture()

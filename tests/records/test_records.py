@@ -25,13 +25,10 @@ from banking_app import records
 from banking_app.domain import Account, Command, decide, evolve, parse_command
 from banking_app.domain import commands as cmd
 from banking_app.domain import events as ev
-from banking_app.event_processor import agent as agents
 from banking_app.event_processor.agent import Handled
-from banking_app.event_processor.tables import accounts_table
 from banking_app.runtime import codec
-from banking_app.runtime.faust_app import app
-from banking_app.runtime.outbox import RecordingOutbox
 from banking_app.runtime.topics import commands_topic, events_topic, partition_for
+from support.agent_harness import running_harness
 
 # A user's own app, never started: its typed topics encode and decode as on the wire.
 user_app = faust.App("records-test-client", broker="kafka://localhost:1", web_enabled=False)
@@ -259,17 +256,8 @@ async def test_the_typed_events_topic_decodes_each_event_into_its_record() -> No
 @pytest.fixture()
 async def harness() -> AsyncIterator[Any]:
     """The command agent under ``test_context``, its output recorded (as tests/event_processor)."""
-    assert str(app.conf.store).startswith("memory:"), "tests/conftest.py sets it"
-    app.finalize()
-    outbox = RecordingOutbox()
-    previous, agents.processor.outbox = agents.processor.outbox, outbox
-    try:
-        async with agents.process_commands.test_context() as agent:
-            agent.outbox = outbox
-            yield agent
-    finally:
-        agents.processor.outbox = previous
-        accounts_table.data.clear()
+    async for agent in running_harness():
+        yield agent
 
 
 async def put(agent: Any, record: records.CommandRecord) -> Any:

@@ -26,7 +26,7 @@ from banking_app.runtime.topics import events_topic, partition_for
 
 
 async def running_harness() -> AsyncIterator[Any]:
-    assert str(app.conf.store).startswith("memory:"), "tests/agents/conftest.py sets it"
+    assert str(app.conf.store).startswith("memory:"), "tests/conftest.py sets it"
     app.finalize()
     outbox = RecordingOutbox()
     previous, agents.processor.outbox = agents.processor.outbox, outbox
@@ -73,18 +73,21 @@ def balance(account_id: str) -> int:
     return row.account.balance
 
 
+def create_account(command_id: str, account_id: str, owner: str, **fields: Any) -> dict[str, Any]:
+    """A CREATE_ACCOUNT command as a client sends it: in EUR, unless ``fields`` say otherwise."""
+    return {
+        "type": "CREATE_ACCOUNT",
+        "command_id": command_id,
+        "account_id": account_id,
+        "owner": owner,
+        "currency": "EUR",
+        **fields,
+    }
+
+
 async def open_accounts(agent: Any, *accounts: str) -> None:
     for account in accounts:
-        opened = await send(
-            agent,
-            {
-                "type": "CREATE_ACCOUNT",
-                "command_id": f"open-{account}",
-                "account_id": account,
-                "owner": account,
-                "currency": "EUR",
-            },
-        )
+        opened = await send(agent, create_account(f"open-{account}", account, account))
         assert opened is Handled.APPLIED
 
 
