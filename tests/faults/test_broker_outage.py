@@ -32,6 +32,7 @@ from support.load import (
     logs,
     settle,
     verify,
+    wait_for_log,
 )
 
 pytestmark = pytest.mark.kafka
@@ -39,14 +40,6 @@ pytestmark = pytest.mark.kafka
 #: Seconds the broker is paused: longer than the worker's session timeout (10 s) and
 #: than the 10 s a POST waits for the broker's acknowledgement.
 PAUSE = 15.0
-
-
-async def wait_for_log(worker: Worker, text: str, count: int = 1, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while worker.log_path.read_text(errors="replace").count(text) < count:
-        assert worker.process is not None and worker.process.poll() is None, logs(worker)
-        assert time.monotonic() < deadline, f"{text!r} not logged {count}x\n{logs(worker)}"
-        await asyncio.sleep(0.2)
 
 
 async def test_a_worker_started_before_its_broker_waits_for_it(tmp_path: Path) -> None:

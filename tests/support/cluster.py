@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from banking_app.operations.local_cluster import READY_TIMEOUT, Broker, Worker
 
 __all__ = ["READY_TIMEOUT", "Broker", "Client", "Worker", "command"]
+
+T = TypeVar("T")
 
 
 def command(kind: str, command_id: str, account_id: str, **fields: Any) -> dict[str, Any]:
@@ -52,6 +54,33 @@ class Client:
 
         Records are decoded JSON values with ``_partition``/``_offset``/``_key`` added.
         """
+
+        def decoded(message: ConsumerRecord) -> dict[str, Any] | None:
+            record = orjson.loads(message.value)
+            record.update(_partition=message.partition, _offset=message.offset, _key=message.key)
+            return record if where(record) else None
+
+        return await self.scan(topic, until, timeout, decoded)
+
+    async def read_raw(
+        self,
+        topic: str,
+        until: Callable[[list[ConsumerRecord]], bool],
+        timeout: float = 60.0,
+    ) -> list[ConsumerRecord]:
+        """``read``, but the records as they came: any value, JSON or not, and its key,
+        timestamp and headers (a bundle of saga legs on ``commands`` is a JSON array)."""
+        return await self.scan(topic, until, timeout, lambda message: message)
+
+    async def scan(
+        self,
+        topic: str,
+        until: Callable[[list[T]], bool],
+        timeout: float,
+        convert: Callable[[ConsumerRecord], T | None],
+    ) -> list[T]:
+        """Read ``topic`` from the beginning, keeping ``convert(record)`` where it is not
+        None, until ``until(kept)`` holds; TimeoutError after ``timeout`` seconds."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.broker.bootstrap,
             enable_auto_commit=False,
@@ -63,18 +92,15 @@ class Client:
             tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            found: list[dict[str, Any]] = []
+            found: list[T] = []
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=500)
-                for tp, messages in batch.items():
+                for messages in batch.values():
                     for message in messages:
-                        record = orjson.loads(message.value)
-                        record.update(
-                            _partition=tp.partition, _offset=message.offset, _key=message.key
-                        )
-                        if where(record):
-                            found.append(record)
+                        item = convert(message)
+                        if item is not None:
+                            found.append(item)
                 if until(found):
                     return found
             raise TimeoutError(f"condition not met on {topic} after {timeout} s; saw {found}")

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,12 @@ class Outcome:
 
 @dataclass
 class ReferenceBank:
-    """The bank's rules for the commands the fault tests send (no overdraft, no close)."""
+    """The bank's rules for the commands the fault tests send (no overdraft).
+
+    A close is only sent where its outcome is certain (see ``Workload.closing``): to an
+    account that still certainly holds money (``BALANCE_NOT_ZERO``), or to one that never
+    took part in a transfer and holds nothing.
+    """
 
     currency: dict[str, str] = field(default_factory=dict)
     balance: Counter[str] = field(default_factory=Counter)
@@ -75,6 +80,10 @@ class ReferenceBank:
     floor: Counter[str] = field(default_factory=Counter)
     deposited: Counter[str] = field(default_factory=Counter)
     expected: dict[str, Outcome] = field(default_factory=dict)
+    closed: set[str] = field(default_factory=set)
+    #: Accounts that sent a transfer or may have received one: a credit's arrival is
+    #: timing-dependent, so their balance when a close is decided is not known.
+    transferring: set[str] = field(default_factory=set)
 
     def apply(self, cmd: Command) -> Outcome:
         """Apply one command as the bank would; a copy of a known command id changes nothing."""
@@ -97,6 +106,14 @@ class ReferenceBank:
             return Outcome("AccountCreated")
         if account not in self.currency:
             return Outcome("CommandRejected", "ACCOUNT_NOT_FOUND")
+        if account in self.closed:
+            return Outcome("CommandRejected", "ACCOUNT_CLOSED")
+        if kind == "CLOSE_ACCOUNT":
+            if self.floor[account] > 0:
+                return Outcome("CommandRejected", "BALANCE_NOT_ZERO")
+            assert account not in self.transferring, f"timing-dependent: {cmd}"
+            self.closed.add(account)
+            return Outcome("AccountClosed")
         amount = cmd["amount"]
         if kind == "DEPOSIT":
             self.balance[account] += amount
@@ -113,9 +130,13 @@ class ReferenceBank:
             return Outcome("MoneyWithdrawn")
         assert kind == "TRANSFER_MONEY", cmd
         destination = cmd["to_account_id"]
+        self.transferring |= {account, destination}
         if destination not in self.currency:
             self.balance[account] += amount
             return Outcome("TransferRefunded", "ACCOUNT_NOT_FOUND")
+        if destination in self.closed:
+            self.balance[account] += amount
+            return Outcome("TransferRefunded", "ACCOUNT_CLOSED")
         if self.currency[destination] != self.currency[account]:
             self.balance[account] += amount
             return Outcome("TransferRefunded", "CURRENCY_MISMATCH")
@@ -196,6 +217,54 @@ class Workload:
             )
         )
 
+    def close(self, account: str) -> Command:
+        return self._add(command("CLOSE_ACCOUNT", self.next_id(), account))
+
+    def closing(self, account: str, currency: str) -> Iterator[Command]:
+        """An account's life up to its close and after, a command at a time, each made
+        (and applied to the reference) only when asked for, so that the life can be
+        interleaved with ``one()``: opened and funded; a close refused (money left);
+        emptied and closed; then a deposit, a withdrawal, a transfer out and another close,
+        all refused (``ACCOUNT_CLOSED``), and a transfer to it, refunded. The account is
+        never a transfer's destination before its close, so every outcome is certain."""
+        self.currency_of[account] = currency
+        yield self.create(account)
+        amount = self.rng.randint(100, 5_000)
+        yield self.deposit(account, amount)
+        yield self.close(account)  # BALANCE_NOT_ZERO
+        yield self.withdraw(account, amount)
+        yield self.close(account)  # AccountClosed
+        yield self.deposit(account, self.rng.randint(1, 1_000))
+        yield self.withdraw(account, TOO_MUCH)
+        yield self.transfer(account, self.rng.choice(self.account_ids), 1)
+        floor, currency_of = self.bank.floor, self.currency_of
+        payers = [a for a in self.account_ids if floor[a] > 0 and currency_of[a] == currency]
+        if payers:
+            yield self.transfer(self.rng.choice(payers), account, 1)  # refunded: closed
+        yield self.close(account)
+
+    def mixed(self, count: int, closes: int = 3, share: float = 0.1) -> list[Command]:
+        """``count`` commands of ``one()`` with the lives (``closing``) of ``closes`` more
+        accounts woven in at random, about one command in ``1 / share``."""
+        lives = [
+            self.closing(f"{self.prefix}-z{n:02d}", self.currencies[n % len(self.currencies)])
+            for n in range(closes)
+        ]
+        made: list[Command] = []
+        ones = 0
+        while ones < count or lives:
+            if lives and (ones >= count or self.rng.random() < share):
+                life = self.rng.choice(lives)
+                cmd = next(life, None)
+                if cmd is None:
+                    lives.remove(life)
+                else:
+                    made.append(cmd)
+            else:
+                made.append(self.one())
+                ones += 1
+        return made
+
     def opening(self) -> tuple[list[Command], list[Command]]:
         """The account creations, then one deposit into every account."""
         creations = [self.create(account) for account in self.account_ids]
@@ -269,18 +338,44 @@ class Producer:
     async def __aexit__(self, *exc: object) -> None:
         await self.producer.stop()
 
-    async def send(self, value: Command | bytes | None, key: bytes | str | None = "auto") -> None:
+    async def send(
+        self,
+        value: Command | bytes | None,
+        key: bytes | str | None = "auto",
+        **options: Any,
+    ) -> None:
+        """Produce one record and wait for its acknowledgement; ``options`` go to
+        aiokafka's ``send`` (``partition``, ``timestamp_ms``, ``headers``)."""
+        await (await self.enqueue(value, key, **options))
+
+    async def enqueue(
+        self,
+        value: Command | bytes | None,
+        key: bytes | str | None = "auto",
+        **options: Any,
+    ) -> asyncio.Future[Any]:
+        """Hand one record to the producer; the future resolves once it is acknowledged."""
         if key == "auto":
             assert isinstance(value, dict)
             key = str(value["account_id"]).encode()
         elif isinstance(key, str):
             key = key.encode()
         payload = orjson.dumps(value) if isinstance(value, dict) else value
-        await self.producer.send_and_wait("commands", payload, key=key)
+        return await self.producer.send("commands", payload, key=key, **options)
 
-    async def send_all(self, commands: Iterable[Command]) -> None:
-        for cmd in commands:
-            await self.send(cmd)
+    async def send_all(self, commands: Iterable[Command], burst: bool = False) -> None:
+        """Send the commands in order, each acknowledged before the next; with ``burst``,
+        all handed to the producer at once (they share requests, and so arrive close
+        together, in the same takes), then every acknowledgement awaited."""
+        if not burst:
+            for cmd in commands:
+                await self.send(cmd)
+            return
+        await self.flushed([await self.enqueue(cmd) for cmd in commands])
+
+    async def flushed(self, pending: Iterable[asyncio.Future[Any]]) -> None:
+        """Wait for the acknowledgements of enqueued records (raises the first error)."""
+        await asyncio.gather(*pending)
 
 
 class Feed:
@@ -473,8 +568,12 @@ class EventLog:
                 problems.append(f"{command_id}: {actual}, expected {want}")
         return problems
 
-    def balance_problems(self, bank: ReferenceBank) -> list[str]:
-        """Where the fold of the event log disagrees with the reference, or the books."""
+    def balance_problems(self, bank: ReferenceBank, exclusive: bool = True) -> list[str]:
+        """Where the fold of the event log disagrees with the reference, or the books.
+
+        ``exclusive``: the reference knows every account of the log (its own broker); on
+        a broker that other tests share, pass False.
+        """
         problems = list(self.unreadable) + self.ledger.check()
         for account, balance in sorted(bank.balance.items()):
             folded = self.ledger.accounts.get(account)
@@ -485,16 +584,17 @@ class EventLog:
                     f"{account}: event log says {folded.balance} {folded.currency}, "
                     f"reference {balance} {bank.currency[account]}"
                 )
-        extra = set(self.ledger.accounts) - set(bank.currency)
+        extra = set(self.ledger.accounts) - set(bank.currency) if exclusive else set()
         problems += [f"{account}: in the event log, not in the reference" for account in extra]
         if any(self.ledger.money_in_flight().values()):
             problems.append(f"money in flight: {dict(self.ledger.money_in_flight())}")
         return problems
 
-    def problems(self, work: Workload) -> list[str]:
+    def problems(self, work: Workload, exclusive: bool = True) -> list[str]:
         """Everything wrong after a fault: outcomes other than the reference's, balances
         other than the reference's or books that do not balance, events applied twice."""
-        problems = self.outcome_problems(work.expected) + self.balance_problems(work.bank)
+        problems = self.outcome_problems(work.expected)
+        problems += self.balance_problems(work.bank, exclusive)
         return problems + [f"applied twice: {p}" for p in self.applied_twice()]
 
     def applied_twice(self) -> list[str]:
@@ -522,6 +622,15 @@ async def get_json(url: str, timeout: float = 30) -> tuple[int | None, Any]:
             return response.status, text
     except (aiohttp.ClientError, TimeoutError) as exc:
         return None, repr(exc)
+
+
+async def wait_for_log(worker: Worker, text: str, count: int = 1, timeout: float = 90) -> None:
+    """Return once ``worker`` has logged ``text`` ``count`` times; fail if it stops first."""
+    deadline = time.monotonic() + timeout
+    while worker.log_path.read_text(errors="replace").count(text) < count:
+        assert worker.process is not None and worker.process.poll() is None, logs(worker)
+        assert time.monotonic() < deadline, f"{text!r} not logged {count}x\n{logs(worker)}"
+        await asyncio.sleep(0.2)
 
 
 async def account_problems(
@@ -623,6 +732,16 @@ async def settle(log: EventLog, expected: dict[str, Outcome], broker: Broker) ->
         committed = await committed_inputs(broker, pending)
         skipped = sorted(c for c in pending if awaited_inputs(log, c) & committed.get(c, set()))
         raise Stalled(stalled.commands, f"{stalled}; committed without effect: {skipped}") from None
+
+
+async def settled_as_expected(
+    log: EventLog, work: Workload, broker: Broker, *workers: Worker
+) -> None:
+    """``settle``, then every command has the reference's one outcome, every balance the
+    reference's, the books balance and nothing was applied twice (``log.problems``)."""
+    await settle(log, work.expected, broker)
+    problems = log.problems(work)
+    assert not problems, "\n".join(problems[:50]) + logs(*workers)
 
 
 async def check_views(worker: Worker, bank: ReferenceBank) -> None:
