@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any, NamedTuple
 
 import faust
@@ -39,9 +40,9 @@ from banking_app.runtime import codec, metrics
 from banking_app.runtime.faults import faults
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.outbox import Bundles, KafkaOutbox, Outbox, Record
-from banking_app.runtime.retries import drop_staged, until_handled
+from banking_app.runtime.retries import drop_staged, stopping_or_rebalancing, until_handled
 from banking_app.runtime.settings import settings
-from banking_app.runtime.streams import takes
+from banking_app.runtime.streams import abandon, takes
 from banking_app.runtime.tables import read_json, stage_json
 from banking_app.runtime.topics import (
     OUTPUT_TOPICS,
@@ -200,6 +201,8 @@ class CommandProcessor:
             records=len(events),
             discard=drop_staged(TABLES),
             stop_worker=app.crash,
+            stopping=stopping_or_rebalancing,
+            abandon=partial(abandon, events),
         )
 
     async def handle_batch(self, events: Sequence[EventT]) -> list[Handled]:
@@ -337,6 +340,7 @@ class CommandProcessor:
             exc.command_id is not None
             and isinstance(account_id, str)
             and ACCOUNT_ID_RE.fullmatch(account_id)
+            and codec.valid_timestamp(source.timestamp)  # else dead-lettered right here
             and not self.on_own_partition(source, account_id)
         ):
             batch.records.append(self.reroute(source, exc.command_id, account_id))

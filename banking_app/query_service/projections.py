@@ -28,9 +28,9 @@ from banking_app.runtime import codec, metrics
 from banking_app.runtime.faults import faults
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.outbox import Bundles, KafkaOutbox
-from banking_app.runtime.retries import drop_staged, until_handled
+from banking_app.runtime.retries import drop_staged, stopping_or_rebalancing, until_handled
 from banking_app.runtime.settings import settings
-from banking_app.runtime.streams import takes
+from banking_app.runtime.streams import abandon, takes
 from banking_app.runtime.tables import new_table, read_json, stage_json
 from banking_app.runtime.topics import (
     ACCOUNT_VIEWS_TABLE,
@@ -165,10 +165,18 @@ def folded(fold: Callable[[faust.types.Message], T], message: faust.types.Messag
     return None
 
 
-async def retried(name: str, handle: Callable[[], Awaitable[T]], records: int, tables: Any) -> T:
+async def retried(
+    name: str, handle: Callable[[], Awaitable[T]], records: Sequence[EventT], tables: Any
+) -> T:
     """A projection's take, retried on failure (``banking_app.runtime.retries``)."""
     return await until_handled(
-        handle, agent=name, records=records, discard=drop_staged(tables), stop_worker=app.crash
+        handle,
+        agent=name,
+        records=len(records),
+        discard=drop_staged(tables),
+        stop_worker=app.crash,
+        stopping=stopping_or_rebalancing,
+        abandon=partial(abandon, records),
     )
 
 
@@ -183,7 +191,7 @@ async def project_accounts(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
     """
     async for records in takes(stream):
         yield await retried(
-            "project_accounts", partial(project_account_take, records), len(records), VIEW_TABLES
+            "project_accounts", partial(project_account_take, records), records, VIEW_TABLES
         )
 
 
@@ -206,7 +214,7 @@ async def project_outcomes(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
         yield await retried(
             "project_outcomes",
             partial(project_outcome_take, records),
-            len(records),
+            records,
             (command_outcomes_table,),
         )
 

@@ -26,6 +26,19 @@ from banking_app.runtime.turns import taking_turns
 APPEND_TURN = 64
 
 
+#: The largest timestamp a Kafka record holds (a signed 64-bit count of milliseconds).
+MAX_MILLIS = 2**63 - 1
+
+
+def millis(seconds: float | None) -> int | None:
+    """A record timestamp for aiokafka: None (the broker's clock) when there is none or
+    it does not fit a Kafka timestamp; 0 is the epoch, not "none"."""
+    if seconds is None:
+        return None
+    stamp = int(seconds * 1000)
+    return stamp if -1 <= stamp <= MAX_MILLIS else None
+
+
 class Outgoing(NamedTuple):
     topic: str
     key: bytes | None
@@ -61,7 +74,7 @@ async def produce(records: Iterable[Outgoing]) -> dict[TopicPartition, int]:
     for (topic, partition), members in grouped.items():
         batch, size = producer.create_batch(), 0
         async for record in taking_turns(members, every=APPEND_TURN):
-            timestamp = int(record.timestamp * 1000) if record.timestamp else None
+            timestamp = millis(record.timestamp)
             while batch.append(key=record.key, value=record.value, timestamp=timestamp) is None:
                 await send(batch, topic, partition, size)
                 batch, size = producer.create_batch(), 0

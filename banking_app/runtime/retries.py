@@ -10,6 +10,12 @@ an agent hands each take to ``until_handled``:
   backoff (``BANKING_TAKE_RETRY_BACKOFF`` doubling up to 5 s). Handling again is
   harmless: ``decide`` is deterministic and every input is applied at most once, so
   events already published are published again identically, and readers dedupe them.
+- when the worker is stopping, or a rebalance has begun, it is not tried again: it
+  is abandoned (``streams.abandon``), ``TakeInterrupted`` is raised, and the take stays
+  unacknowledged. Faust's stop and
+  rebalance wait for every record handed to the agents to be acknowledged or dropped
+  (``Consumer.wait_empty``), so a retrying take would hold them up for a minute; the
+  records are read again from the committed offset after the restart or rebalance.
 - after ``BANKING_TAKE_ATTEMPTS`` attempts the worker stops with the error (exit code
   not 0), loudly, without acknowledging the take. A process supervisor restarts it, and
   the records come again from the last committed offset. Stopping the whole worker is
@@ -28,6 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from banking_app.runtime import metrics
+from banking_app.runtime.faust_app import app
 from banking_app.runtime.settings import settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,10 @@ MAX_BACKOFF = 5.0
 
 class TakeAbandoned(RuntimeError):
     """A take failed every attempt; the worker stops without acknowledging it."""
+
+
+class TakeInterrupted(RuntimeError):
+    """A failed take is not retried: the worker is stopping or rebalancing."""
 
 
 def backoff(attempt: int, first: float) -> float:
@@ -52,6 +63,8 @@ async def until_handled(
     records: int,
     discard: Callable[[], None],
     stop_worker: Callable[[BaseException], Awaitable[Any]],
+    stopping: Callable[[], bool] = lambda: False,
+    abandon: Callable[[], None] = lambda: None,
     attempts: int | None = None,
 ) -> T:
     """``handle()``'s result, retried on failure; after the last attempt, stop."""
@@ -76,6 +89,16 @@ async def until_handled(
                 abandoned = TakeAbandoned(f"{agent}: take failed {attempts} times: {exc!r}")
                 await stop_worker(abandoned)
                 raise abandoned from exc
+            if stopping():
+                log.warning(
+                    "%s: a take of %d records failed (%r) while the worker is stopping or "
+                    "rebalancing; leaving it unacknowledged, to be read again",
+                    agent,
+                    records,
+                    exc,
+                )
+                abandon()
+                raise TakeInterrupted(f"{agent}: {exc!r}") from exc
             delay = backoff(attempt, settings.take_retry_backoff)
             log.warning(
                 "%s: a take of %d records failed (attempt %d of %d): %r; retrying in %.2f s",
@@ -87,7 +110,9 @@ async def until_handled(
                 delay,
                 exc_info=exc,
             )
-            await asyncio.sleep(delay)
+            deadline = asyncio.get_running_loop().time() + delay
+            while not stopping() and (left := deadline - asyncio.get_running_loop().time()) > 0:
+                await asyncio.sleep(min(left, 0.1))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -99,3 +124,9 @@ def drop_staged(tables: Iterable[Any]) -> Callable[[], None]:
             table.staged = {}
 
     return discard
+
+
+def stopping_or_rebalancing() -> bool:
+    """True once the worker is stopping, or while Faust has suspended the flow of
+    records for a rebalance."""
+    return bool(app.should_stop or not app.flow_control.is_active())

@@ -135,6 +135,22 @@ class QuietTakeStream(faust.Stream):
             count = len(events)
 
 
+def abandon(events: Sequence[EventT]) -> None:
+    """Let go of a take without acknowledging it: it is not committed, and is read again.
+
+    Faust's stop and rebalance wait (``Consumer.wait_empty``, faust-streaming 0.15.3,
+    ``faust/transport/consumer.py``) until every message handed to a stream is
+    acknowledged or gone from ``Consumer._unacked_messages``. A take abandoned while the
+    worker stops or rebalances would hold that up, so its messages leave that set here,
+    still unacknowledged: the commit stops below them, and they come again after the
+    restart or rebalance.
+    """
+    if events:
+        unacked = events[0].app.consumer._unacked_messages
+        for event in events:
+            unacked.discard(event.message)
+
+
 def takes(stream: faust.StreamT[Any]) -> AsyncGenerator[Sequence[EventT], None]:
     """An agent's stream in takes, with the worker's batch settings."""
     if not isinstance(stream, QuietTakeStream):

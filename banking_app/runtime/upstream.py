@@ -107,6 +107,15 @@ HOOKS = (
     Hook(FAUST, faust_consumer.Consumer, "_read_offset", IN_ORDER, on_instances=True),
     Hook(FAUST, faust_consumer.Consumer, "_commit_every", IN_ORDER, on_instances=True),
     Hook(FAUST, faust_consumer.Consumer, "_n_acked", IN_ORDER),
+    # streams.abandon: a take left unacknowledged no longer holds up a stop or rebalance.
+    Hook(
+        FAUST,
+        faust_consumer.Consumer,
+        "_unacked_messages",
+        "streams.abandon",
+        on_instances=True,
+        called_from=(faust_consumer.Consumer, "wait_empty"),
+    ),
     Hook(FAUST, faust_consumer.Consumer, "_add_gap", IN_ORDER),
     Hook(FAUST, faust_consumer.Consumer, "consumer_stopped_errors", IN_ORDER),
     Hook(FAUST, faust_consumer.Consumer, "seek_to_committed", IN_ORDER),
