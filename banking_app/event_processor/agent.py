@@ -40,7 +40,12 @@ from banking_app.runtime import codec, metrics
 from banking_app.runtime.faults import faults
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.outbox import Bundles, KafkaOutbox, Outbox, Record
-from banking_app.runtime.retries import drop_staged, stopping_or_rebalancing, until_handled
+from banking_app.runtime.retries import (
+    drop_staged,
+    stopping_or_rebalancing,
+    tried_twice,
+    until_handled,
+)
 from banking_app.runtime.settings import settings
 from banking_app.runtime.streams import abandon, takes
 from banking_app.runtime.tables import read_json, stage_json
@@ -243,17 +248,12 @@ class CommandProcessor:
 
     def decode(self, message: faust.types.Message) -> Any:
         """The record's JSON (``ValueError`` when it is not JSON); tried twice."""
-        for attempt in (1, 2):
-            try:
-                faults.check("decode")
-                return codec.loads(message.value) if message.value is not None else None
-            except ValueError:
-                raise
-            except Exception:
-                if attempt == 2:
-                    raise
-                log.warning("decoding %s failed; trying once more", message.offset)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def loads() -> Any:
+            faults.check("decode")
+            return codec.loads(message.value) if message.value is not None else None
+
+        return tried_twice(loads, f"decoding {message.offset}", (ValueError,))
 
     def isolated(self, batch: Batch, source: Input, data: Any) -> Handled:
         """``decide_one``, tried twice; an input that fails both times is set aside.
@@ -264,11 +264,9 @@ class CommandProcessor:
         leaves nothing behind.
         """
         try:
-            return self.decide_one(batch, source, data)
-        except Exception as exc:
-            log.warning("deciding input %s failed (%r); trying once more", source.position, exc)
-        try:
-            return self.decide_one(batch, source, data)
+            return tried_twice(
+                partial(self.decide_one, batch, source, data), f"deciding input {source.position}"
+            )
         except Exception as exc:
             return self.set_aside(batch, source, exc)
 
@@ -290,15 +288,7 @@ class CommandProcessor:
         try:
             letter = self.dead_letter(source, exc, data=None, reason="PROCESSING_FAILED")
         except Exception:  # the record itself is beyond reading: its place will do
-            message = source.message
-            entry = {
-                "reason": "PROCESSING_FAILED",
-                "detail": repr(exc),
-                "topic": message.topic,
-                "partition": message.partition,
-                "offset": message.offset,
-                **({"index": source.index} if source.bundled else {}),
-            }
+            entry = {"reason": "PROCESSING_FAILED", "detail": repr(exc), **_place(source)}
             letter = [Record(dead_letters_topic, b"", codec.dumps(entry))]
         batch.records += letter
         return Handled.SET_ASIDE
@@ -420,7 +410,7 @@ class CommandProcessor:
         bad (a value that is not UTF-8, a timestamp no date can show).
         """
         message = source.message
-        value = source.value if not source.bundled else _leg_bytes(source)
+        value = source.value
         if reason is None:
             reason = (
                 "FORGED_LEG"
@@ -432,10 +422,7 @@ class CommandProcessor:
         entry = {
             "reason": reason,
             "detail": str(exc) if isinstance(exc, MalformedCommand | ValueError) else repr(exc),
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            **({"index": source.index} if source.bundled else {}),
+            **_place(source),
             "timestamp": _safe_iso(source.timestamp),
             "key": _printable(message.key),
             # The input as it came, up to a size a dead-letter record can always carry.
@@ -500,12 +487,15 @@ TABLES = (accounts_table, command_offsets_table)
 processor = CommandProcessor(KafkaOutbox(OUTPUT_TOPICS))
 
 
-def _leg_bytes(source: Input) -> bytes:
-    """A bundled item as bytes, whatever it holds (``Input.value`` wants an envelope)."""
-    try:
-        return source.value or b""
-    except Exception:
-        return b""
+def _place(source: Input) -> dict[str, Any]:
+    """Where an input was, as its dead letter tells it."""
+    message = source.message
+    return {
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        **({"index": source.index} if source.bundled else {}),
+    }
 
 
 @app.agent(commands_topic)

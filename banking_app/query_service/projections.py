@@ -28,7 +28,12 @@ from banking_app.runtime import codec, metrics
 from banking_app.runtime.faults import faults
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.outbox import Bundles, KafkaOutbox
-from banking_app.runtime.retries import drop_staged, stopping_or_rebalancing, until_handled
+from banking_app.runtime.retries import (
+    drop_staged,
+    stopping_or_rebalancing,
+    tried_twice,
+    until_handled,
+)
 from banking_app.runtime.settings import settings
 from banking_app.runtime.streams import abandon, takes
 from banking_app.runtime.tables import new_table, read_json, stage_json
@@ -148,21 +153,19 @@ def folded(fold: Callable[[faust.types.Message], T], message: faust.types.Messag
     not follow), which ``/metrics`` shows as a gap and ``rebuild-projections`` mends
     once the fold is fixed.
     """
-    for attempt in (1, 2):
-        try:
-            return fold(message)
-        except Exception as exc:
-            if attempt == 2:
-                log.error(
-                    "skipping %s[%s]@%s: folding it failed twice: %r",
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    exc,
-                    exc_info=exc,
-                )
-                metrics.processing_failures_total.labels("projections").inc()
-    return None
+    try:
+        return tried_twice(partial(fold, message), f"folding {message.offset}")
+    except Exception as exc:
+        log.error(
+            "skipping %s[%s]@%s: folding it failed twice: %r",
+            message.topic,
+            message.partition,
+            message.offset,
+            exc,
+            exc_info=exc,
+        )
+        metrics.processing_failures_total.labels("projections").inc()
+        return None
 
 
 async def retried(

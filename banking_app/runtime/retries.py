@@ -116,6 +116,24 @@ async def until_handled(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def tried_twice(
+    step: Callable[[], T], what: str, not_retried: tuple[type[Exception], ...] = ()
+) -> T:
+    """``step()``, tried once more when it raises (except ``not_retried``).
+
+    For the pure steps of a take (decoding, deciding, folding one input): a failure
+    that comes again on the second try would come every time, so the caller sets the
+    input aside instead of retrying the whole take for it.
+    """
+    try:
+        return step()
+    except not_retried:
+        raise
+    except Exception as exc:
+        log.warning("%s failed (%r); trying once more", what, exc)
+    return step()
+
+
 def drop_staged(tables: Iterable[Any]) -> Callable[[], None]:
     """A ``discard`` for ``until_handled``: forget the tables' staged writes."""
 

@@ -16,11 +16,12 @@ Where a failure is retried differs by step, and so does what the worker logs:
 - ``publish`` and ``flush`` fail the whole take, which is handled again after a backoff
   (``banking_app.runtime.retries``: "... failed (attempt 1 of 16): ...; retrying in ...");
 - ``decode`` and ``decide`` fail one input, which is tried once more at once
-  ("decoding N failed; trying once more", "deciding input (N, i) failed (...); trying
-  once more"); an input that fails twice is set aside (dead-lettered);
-- ``project`` fails one fold, which is tried once more at once and logs nothing unless
-  it fails again ("folding it failed twice"); the test then checks that no such line is
-  logged and that the read model is complete (``check_views``, ``replay --verify``).
+  ("decoding N failed (...); trying once more", "deciding input (N, i) failed (...);
+  trying once more"); an input that fails twice is set aside (dead-lettered);
+- ``project`` fails one fold, which is tried once more at once ("folding N failed
+  (...); trying once more"); had it failed again it would be skipped ("folding it failed
+  twice"), so the test also checks that no such line is logged and that the read model
+  is complete (``check_views``, ``replay --verify``).
 
 Every test also checks that each fault was injected ("injecting a fault at <step>"), so
 a dead hook fails it.
@@ -79,9 +80,8 @@ class StepFaults:
     #: ``BANKING_FAULTS``: one-shot faults, far enough apart that a retry never meets
     #: the next one (two in a row on one input would set it aside).
     spec: str
-    #: A regex for what the worker logs when it tries the failed work again; None where
-    #: it logs nothing (see the module docstring).
-    retried: str | None
+    #: A regex for what the worker logs when it tries the failed work again.
+    retried: str
 
     @property
     def count(self) -> int:
@@ -89,7 +89,11 @@ class StepFaults:
 
 
 STEPS = {
-    "decode": StepFaults("decode@5,decode@60,decode@160", r"decoding \d+ failed; trying once more"),
+    "decode": StepFaults(
+        "decode@5,decode@60,decode@160",
+        r"decoding \d+ failed \(InjectedFault\('injected fault at decode'\)\); "
+        r"trying once more",
+    ),
     "decide": StepFaults(
         "decide@5,decide@60,decide@160",
         r"deciding input \(\d+, \d+\) failed \(InjectedFault\('injected fault at decide'\)\); "
@@ -105,7 +109,11 @@ STEPS = {
         r"process_commands: a take of \d+ records failed \(attempt 1 of \d+\): "
         r"InjectedFault\('injected fault at flush'\); retrying in",
     ),
-    "project": StepFaults("project@5,project@100,project@300", None),
+    "project": StepFaults(
+        "project@5,project@100,project@300",
+        r"folding \d+ failed \(InjectedFault\('injected fault at project'\)\); "
+        r"trying once more",
+    ),
 }
 
 #: Lines a worker logs only when a fault was not absorbed by a retry.
@@ -147,9 +155,8 @@ async def test_a_fault_at_any_step_of_a_take_is_retried_and_changes_no_outcome(
         assert injected == faults.count, (
             f"{injected} of {faults.count} faults injected at {step}" + logs(worker)
         )
-        if faults.retried is not None:
-            retried = re.findall(faults.retried, text)
-            assert len(retried) == faults.count, (faults.retried, retried, logs(worker))
+        retried = re.findall(faults.retried, text)
+        assert len(retried) == faults.count, (faults.retried, retried, logs(worker))
         for line in GAVE_UP:
             assert line not in text, (line, logs(worker))
 
