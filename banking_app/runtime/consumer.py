@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from time import monotonic
 from typing import Any
 
@@ -67,6 +67,34 @@ class InOrderConsumer(driver.Consumer):
     def owed(self, tp: TP) -> int | None:
         """The next offset of ``tp`` owed to its agent (``None`` before the first seek)."""
         return self._cursors.owed(tp)
+
+    def admit(self, tp: TP, offset: int) -> bool:
+        """May an agent take this handed-over record now (``Cursors.admit``)?"""
+        if not self._in_order(tp.topic):
+            return True
+        return self._cursors.admit(tp, offset, monotonic())
+
+    def let_go(self, messages: Iterable[Message]) -> None:
+        """The agents let these handed-over records go unhandled: they leave Faust's
+        unacknowledged set (stop and rebalance wait on it) and are owed again from the
+        first of each partition (``Cursors.rewind``), so nothing above them is taken
+        before they are."""
+        first: dict[TP, int] = {}
+        unacked = self._unacked_messages
+        for message in messages:
+            unacked.discard(message)
+            tp = message.tp
+            if self._in_order(tp.topic) and message.offset < first.get(tp, message.offset + 1):
+                first[tp] = message.offset
+        now = monotonic()
+        for tp, offset in first.items():
+            log.warning(
+                "%s[%d]: records from offset %d were let go unhandled; reading again from there",
+                tp.topic,
+                tp.partition,
+                offset,
+            )
+            self._cursors.rewind(tp, offset, now)
 
     def _in_order(self, topic: str) -> bool:
         """Topics whose offsets are committed: those the agents consume."""

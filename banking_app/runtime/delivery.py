@@ -30,6 +30,16 @@ at or below the owed offset (retention deleted records never read), the owed off
 moves up to the log's start, with a warning naming what was lost. Any other hole is
 never stepped over, since the bank's topics have none (no compaction, no
 transactions).
+
+Handing a record over is not handling it. Between the consumer and an agent's take a
+record can still be let go unhandled: a take abandoned while the worker stops or
+rebalances, a take the agent was holding when it crashed and Faust restarted it.
+Records behind it are already on their way, and an agent that handled them first
+would put later positions in the accounts' rows, so the let-go records, read again,
+would look applied: lost, with their offsets committed. So there is a second cursor,
+the next offset the agents may *take* (``admit``): a record above it is refused at the
+take, and ``rewind`` moves both cursors back to the first record let go, so the
+consumer seeks back to it and nothing above it is taken first.
 """
 
 from __future__ import annotations
@@ -70,6 +80,8 @@ class Cursors:
         self._moved: dict[Hashable, float] = {}
         #: Partitions sought back by ``Action.SEEK`` (or by ``stalled``'s caller).
         self._seeking: set[Hashable] = set()
+        #: The next offset of each partition the agents may take (``admit``).
+        self._admitted: dict[Hashable, int] = {}
 
     def owed(self, tp: Hashable) -> int | None:
         return self._owed.get(tp)
@@ -81,9 +93,11 @@ class Cursors:
         if offset is None or offset < 0:
             self._owed.pop(tp, None)
             self._moved.pop(tp, None)
+            self._admitted.pop(tp, None)
         else:
             self._owed[tp] = offset
             self._moved[tp] = now
+            self._admitted[tp] = offset
 
     def seeking_back(self, tp: Hashable, now: float) -> None:
         """The partition is being sought back to its owed offset; records above it are
@@ -102,6 +116,7 @@ class Cursors:
             self._owed.pop(tp, None)
             self._moved.pop(tp, None)
             self._seeking.discard(tp)
+            self._admitted.pop(tp, None)
 
     def on_record(self, tp: Hashable, offset: int, now: float) -> Verdict:
         owed = self._owed.get(tp)
@@ -115,6 +130,32 @@ class Cursors:
         if tp in self._seeking:
             return SKIP
         return Verdict(Action.SEEK, owed)
+
+    def admit(self, tp: Hashable, offset: int, now: float) -> bool:
+        """May an agent take this handed-over record? Yes at the next offset to take or
+        below it (a redelivery); above it, something handed over before it was let go
+        unhandled: refused, and the partition is owed again from there (``rewind``)."""
+        admitted = self._admitted.get(tp)
+        if admitted is None or offset == admitted:
+            self._admitted[tp] = offset + 1
+            return True
+        if offset < admitted:
+            return True
+        self.rewind(tp, admitted, now)
+        return False
+
+    def rewind(self, tp: Hashable, offset: int, now: float) -> None:
+        """Records from ``offset`` on were handed over but let go unhandled: owe them
+        again. The next record above the owed offset makes the consumer seek back, or
+        ``stalled`` does when none comes."""
+        admitted = self._admitted.get(tp)
+        if admitted is None or offset < admitted:
+            self._admitted[tp] = offset
+        owed = self._owed.get(tp)
+        if owed is None or offset < owed:
+            self._owed[tp] = offset
+            self._moved[tp] = now
+            self._seeking.discard(tp)
 
     def stalled(self, now: float) -> list[tuple[Hashable, int]]:
         """Partitions whose owed offset has not moved for ``patience`` seconds, with it:
@@ -132,4 +173,6 @@ class Cursors:
         if owed is None or log_start is None or log_start <= owed:
             return None
         self._owed[tp] = log_start
+        if self._admitted.get(tp, log_start) < log_start:
+            self._admitted[tp] = log_start
         return range(owed, log_start)

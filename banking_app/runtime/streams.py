@@ -39,6 +39,7 @@ from faust.streams import _tracks_buffer_agen
 from faust.types import EventT
 from mode.utils.futures import notify
 
+from banking_app.runtime.consumer import InOrderConsumer
 from banking_app.runtime.settings import settings
 from banking_app.runtime.turns import taking_turns
 
@@ -58,19 +59,25 @@ class QuietTakeStream(faust.Stream):
         arrived = asyncio.Event()
         consumed = asyncio.Event()
         consuming: asyncio.Future[Any] | None = None
+        closed = False
         stream_enable_acks = self.enable_acks
 
         async def add_to_buffer(value: Any) -> Any:
             nonlocal consuming
             try:
+                event = self.current_event
+                if event is None:
+                    raise RuntimeError("Take buffer found current_event is None")
                 if consuming is not None:  # a take is being handled: wait for its end
                     try:
                         await consuming
                     finally:
                         consuming = None
-                event = self.current_event
-                if event is None:
-                    raise RuntimeError("Take buffer found current_event is None")
+                if closed or not admitted(event):
+                    # Behind a record let go unhandled (or the takes are over): not
+                    # taken now, and read again (banking_app.runtime.delivery).
+                    let_go([event])
+                    return value
                 events.append(event)
                 if len(events) == 1:
                     arrived.set()
@@ -101,7 +108,10 @@ class QuietTakeStream(faust.Stream):
                 except GeneratorExit:
                     # Closed while the agent held the take: its handling raised, or the
                     # agent is stopping. Not handled, so not acknowledged, so never
-                    # committed: the records come again after a restart.
+                    # committed, and let go: the records are read again, before any
+                    # record behind them is taken.
+                    closed = True
+                    let_go(events)
                     events.clear()
                     raise
                 finally:
@@ -116,6 +126,8 @@ class QuietTakeStream(faust.Stream):
                     full.clear()
                     consumed.set()
         finally:
+            closed = True
+            let_go(events)  # buffered for a take that never came
             self.enable_acks = stream_enable_acks
             self._processors.remove(add_to_buffer)
 
@@ -136,19 +148,41 @@ class QuietTakeStream(faust.Stream):
 
 
 def abandon(events: Sequence[EventT]) -> None:
-    """Let go of a take without acknowledging it: it is not committed, and is read again.
+    """Let go of a take without acknowledging it: it is not committed, and is read again
+    before anything behind it is taken (``let_go``)."""
+    let_go(events)
+
+
+def let_go(events: Sequence[EventT]) -> None:
+    """Events handed to a stream that will not be handled (an abandoned take, a take
+    held by an agent that crashed, a record refused by ``admitted``).
 
     Faust's stop and rebalance wait (``Consumer.wait_empty``, faust-streaming 0.15.3,
     ``faust/transport/consumer.py``) until every message handed to a stream is
-    acknowledged or gone from ``Consumer._unacked_messages``. A take abandoned while the
-    worker stops or rebalances would hold that up, so its messages leave that set here,
-    still unacknowledged: the commit stops below them, and they come again after the
-    restart or rebalance.
+    acknowledged or gone from ``Consumer._unacked_messages``: these leave that set,
+    still unacknowledged, so the commit stops below them. The in-order consumer
+    (``InOrderConsumer.let_go``) also owes them again, so they are read again before
+    any record behind them is taken; a plain Faust consumer (the agent unit tests)
+    only forgets them.
     """
-    if events:
-        unacked = events[0].app.consumer._unacked_messages
-        for event in events:
-            unacked.discard(event.message)
+    if not events:
+        return
+    consumer = events[0].app.consumer
+    messages = [event.message for event in events]
+    if isinstance(consumer, InOrderConsumer):
+        consumer.let_go(messages)
+    else:
+        for message in messages:
+            consumer._unacked_messages.discard(message)
+
+
+def admitted(event: EventT) -> bool:
+    """May the agent take this event now? Always, but for the in-order consumer, which
+    refuses a record behind one let go unhandled (``Cursors.admit``)."""
+    consumer = event.app.consumer
+    if isinstance(consumer, InOrderConsumer):
+        return consumer.admit(event.message.tp, event.message.offset)
+    return True
 
 
 def takes(stream: faust.StreamT[Any]) -> AsyncGenerator[Sequence[EventT], None]:

@@ -192,7 +192,7 @@ async def test_the_broker_paused_under_load_loses_nothing_and_applies_nothing_tw
 
                 await feed.finished()
                 assert worker.process is not None and worker.process.poll() is None, logs(worker)
-                await settle(log, work.expected, broker)
+                await settle(log, work.expected, broker, worker)
                 problems = log.problems(work)
                 assert not problems, "\n".join(problems[:50]) + logs(worker)
 

@@ -90,7 +90,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
                     await asyncio.to_thread(last.start)
                 await feed.finished()
 
-                await settle(log, work.expected, broker)
+                await settle(log, work.expected, broker, *workers)
                 problems = log.problems(work)
                 assert not problems, "\n".join(problems[:50]) + logs(*workers)
 

@@ -117,7 +117,7 @@ async def test_the_survivor_takes_over_the_stopped_workers_partitions(
                 await asyncio.to_thread(victim.stop, sig)
                 await feed.finished()
 
-                await settle(log, work.expected, broker)
+                await settle(log, work.expected, broker, *workers)
                 problems = log.problems(work)
                 assert not problems, "\n".join(problems[:50]) + logs(*workers)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from banking_app.runtime.delivery import PATIENCE, Action, Cursors, Verdict
@@ -220,3 +220,100 @@ def test_records_read_while_suspended_are_read_again_though_nothing_follows() ->
         fetcher.fetch()
 
     assert fetcher.delivered == list(range(END))
+
+
+@dataclass
+class Agent:
+    """An agent behind ``Fetcher``: handed-over records wait in its queue, are admitted
+    into a take, and the take is handled or let go (abandoned, or the agent crashed)."""
+
+    fetcher: Fetcher
+    queue: list[int] = field(default_factory=list)
+    take: list[int] = field(default_factory=list)
+    handled: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.fetcher.delivered = self.queue  # the fetcher delivers into the queue
+
+    def admit(self) -> None:
+        if self.queue:
+            offset = self.queue.pop(0)
+            if self.fetcher.cursors.admit(TP, offset, self.fetcher.now):
+                self.take.append(offset)
+
+    def handle(self) -> None:
+        self.handled += self.take
+        self.take = []
+
+    def let_go(self, offsets: list[int]) -> None:
+        if offsets:
+            self.fetcher.cursors.rewind(TP, min(offsets), self.fetcher.now)
+
+    def abandon(self) -> None:
+        self.let_go(self.take)
+        self.take = []
+
+    def crash(self) -> None:
+        """Faust restarts the agent: its take and what the stream had queued are gone."""
+        self.let_go(self.take + self.queue)
+        self.take, self.queue[:] = [], []
+
+
+agent_steps = st.lists(
+    st.one_of(
+        st.just("fetch"),
+        st.just("admit"),
+        st.just("handle"),
+        st.just("abandon"),
+        st.just("crash"),
+        st.just("wait"),
+    ),
+    max_size=150,
+)
+
+
+@settings(max_examples=500)
+@given(steps=agent_steps, committed=st.integers(0, END - 1))
+def test_an_agent_never_takes_a_record_behind_one_it_let_go(
+    steps: list[str], committed: int
+) -> None:
+    fetcher = Fetcher(start=0, position=committed)
+    fetcher.cursors.sought(TP, committed, fetcher.now)
+    agent = Agent(fetcher)
+    for step in steps:
+        if step == "wait":
+            fetcher.now += PATIENCE + 1
+            fetcher.watchdog()
+        else:
+            getattr(fetcher if step == "fetch" else agent, step)()
+    for _ in range(10 * END):
+        fetcher.now += 1.0
+        fetcher.watchdog()
+        fetcher.fetch()
+        while agent.queue:
+            agent.admit()
+        agent.handle()
+
+    # What an agent handles is what reaches the accounts' rows: no skip, none missing.
+    assert_no_skip(agent.handled, committed)
+    assert set(range(committed, END)) <= set(agent.handled)
+
+
+def test_a_take_let_go_is_taken_again_before_the_records_behind_it() -> None:
+    cursors = Cursors()
+    cursors.sought(TP, 10, now=0.0)
+    for offset in range(10, 15):
+        assert cursors.on_record(TP, offset, now=0.0) == Verdict(Action.DELIVER)
+    assert all(cursors.admit(TP, offset, now=0.0) for offset in (10, 11, 12))
+    # The take 10..12 is abandoned; 13 and 14 were already on their way to the agent.
+    cursors.rewind(TP, 10, now=0.0)
+
+    assert not cursors.admit(TP, 13, now=0.0)
+    assert not cursors.admit(TP, 14, now=0.0)
+    assert cursors.owed(TP) == 10
+    # The next record handed over makes the consumer read again from 10.
+    assert cursors.on_record(TP, 15, now=0.0) == Verdict(Action.SEEK, 10)
+    cursors.seeking_back(TP, now=0.0)
+    for offset in range(10, 15):
+        assert cursors.on_record(TP, offset, now=1.0) == Verdict(Action.DELIVER)
+        assert cursors.admit(TP, offset, now=1.0)

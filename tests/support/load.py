@@ -721,17 +721,44 @@ def awaited_inputs(log: EventLog, command_id: str) -> set[str]:
     return {"TRANSFER_CREDIT", "TRANSFER_REFUND"}
 
 
-async def settle(log: EventLog, expected: dict[str, Outcome], broker: Broker) -> None:
+async def settle(
+    log: EventLog, expected: dict[str, Outcome], broker: Broker, *workers: Worker
+) -> None:
     """``log.quiesce``; when it stalls, the failure also names the unfinished commands
     whose awaited input lies below the committed offset of its partition (the group
-    counts it as processed, yet it had no effect): a record the consumer skipped."""
+    counts it as processed, yet it had no effect): a record the consumer skipped. It
+    ends with what the ``workers`` logged above INFO, and their lines that name those
+    commands."""
     try:
         await log.quiesce(expected)
     except Stalled as stalled:
         pending = set(stalled.commands)
         committed = await committed_inputs(broker, pending)
         skipped = sorted(c for c in pending if awaited_inputs(log, c) & committed.get(c, set()))
-        raise Stalled(stalled.commands, f"{stalled}; committed without effect: {skipped}") from None
+        detail = f"{stalled}; committed without effect: {skipped}"
+        raise Stalled(stalled.commands, detail + notable_lines(pending, *workers)) from None
+
+
+def notable_lines(command_ids: set[str], *workers: Worker, lines: int = 60) -> str:
+    """The workers' log lines above INFO, and those naming any of ``command_ids``: the
+    last ``lines`` of each worker's log that are either."""
+    out = []
+    for worker in workers:
+        try:
+            text = worker.log_path.read_text(errors="replace").splitlines()
+        except OSError as exc:
+            out.append(f"--- {worker.log_path}: {exc}")
+            continue
+        chosen = [
+            line
+            for line in text
+            if "[WARNING]" in line
+            or "[ERROR]" in line
+            or "[CRITICAL]" in line
+            or any(command_id in line for command_id in command_ids)
+        ]
+        out.append(f"--- {worker.log_path} (notable lines)\n" + "\n".join(chosen[-lines:]))
+    return "\n" + "\n".join(out) if out else ""
 
 
 async def settled_as_expected(
@@ -739,7 +766,7 @@ async def settled_as_expected(
 ) -> None:
     """``settle``, then every command has the reference's one outcome, every balance the
     reference's, the books balance and nothing was applied twice (``log.problems``)."""
-    await settle(log, work.expected, broker)
+    await settle(log, work.expected, broker, *workers)
     problems = log.problems(work)
     assert not problems, "\n".join(problems[:50]) + logs(*workers)
 
