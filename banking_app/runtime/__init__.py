@@ -20,7 +20,7 @@ docstring names the upstream code it replaces or reads):
 - ``topics``: ``faust.Schema.compile`` for raw-bytes topics.
 - ``faust_app``: ``App.on_init_dependencies`` (the Monitor sensor) and the transport.
 
-``upstream`` lists the private names ``consumer``, ``transport`` and ``faust_app`` rely
-on, and stops the worker with the missing name and the pinned version when an upgrade
-renamed one (the names ``tables``, ``produce`` and ``streams`` use are not listed there).
+``upstream`` lists the private names ``consumer``, ``transport``, ``faust_app``,
+``streams``, ``tables`` and ``produce`` rely on, and stops the worker with the missing
+name and the pinned version when an upgrade renamed one.
 """

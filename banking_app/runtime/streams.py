@@ -39,6 +39,7 @@ from faust.streams import _tracks_buffer_agen
 from faust.types import EventT
 from mode.utils.futures import notify
 
+from banking_app.runtime import upstream
 from banking_app.runtime.consumer import InOrderConsumer
 from banking_app.runtime.settings import settings
 from banking_app.runtime.turns import taking_turns
@@ -48,6 +49,10 @@ ACK_TURN = 64
 
 
 class QuietTakeStream(faust.Stream):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        upstream.check_instance(self)  # Faust's private attributes, as each stream is made
+
     @_tracks_buffer_agen
     async def take_quiet(
         self, max_: int, within: float, quiet: float

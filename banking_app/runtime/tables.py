@@ -15,7 +15,7 @@ import faust
 from faust.stores.rocksdb import Store as RocksDBStore
 from rocksdict import WriteBatch
 
-from banking_app.runtime import codec
+from banking_app.runtime import codec, upstream
 from banking_app.runtime.faults import faults
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.produce import Outgoing, produce
@@ -47,6 +47,11 @@ class BatchedTable(faust.Table):
         super().__init__(*args, **kwargs)
         #: partition → key → value (None: delete), written in insertion order.
         self.staged: dict[int, Writes] = {}
+
+    def _new_store(self) -> Any:
+        store = super()._new_store()
+        upstream.check_instance(store)  # the store's private attributes read here
+        return store
 
     def stage(self, key: bytes, value: bytes | None, partition: int) -> None:
         writes = self.staged.setdefault(partition, {})

@@ -1,9 +1,10 @@
 """The private parts of faust-streaming, mode-streaming and aiokafka the runtime relies on,
 checked before they are used.
 
-``consumer``, ``transport`` and ``faust_app`` override methods that Faust calls by name,
-and read private attributes of Faust, mode and aiokafka (each module's docstring says
-which upstream code it replaces or reads, and why). An upgrade that renamed one of them
+``consumer``, ``transport``, ``faust_app``, ``streams``, ``tables`` and ``produce``
+override methods that Faust calls by name, and read private attributes of Faust, mode
+and aiokafka (each module's docstring says which upstream code it replaces or reads,
+and why). An upgrade that renamed one of them
 would not fail where it matters: an override nobody calls any more is dead code (Faust's
 own fetch loop would run again, with the skips the in-order consumer exists to prevent),
 and a private attribute that is set but no longer read (the fetch wait) changes nothing.
@@ -12,8 +13,8 @@ So every such name is listed here (``HOOKS``), and:
 - ``check_classes`` runs when ``banking_app.runtime.transport`` is imported, before any
   worker starts: the upstream classes still have what is overridden or called, and the
   upstream code that calls an override by name still does;
-- ``check_instance`` runs as Faust's consumer and its aiokafka client are made (at worker
-  start), for the attributes that exist only on instances.
+- ``check_instance`` runs as Faust's consumer and its aiokafka client, each take stream
+  and each table's store are made, for the attributes that exist only on instances.
 
 Either raises ``UpstreamChanged`` naming the missing name, the installed version and the
 version the runtime is written against (``PINNED``, as pinned in ``pyproject.toml``).
@@ -31,6 +32,8 @@ from typing import Any
 import aiokafka
 import faust
 from aiokafka.consumer import subscription_state as aiokafka_state
+from faust.stores import rocksdb as faust_rocksdb
+from faust.tables import base as faust_tables
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_driver
 from mode import Service
@@ -47,6 +50,9 @@ IN_ORDER = "banking_app.runtime.consumer (in-order delivery)"
 FETCH_WAIT = "banking_app.runtime.transport (BANKING_FETCH_MAX_WAIT_MS)"
 TRUE_ENDS = "banking_app.runtime.transport (true end offsets for table recovery)"
 THREAD = "banking_app.runtime.transport (its consumer thread: fetch wait, true end offsets)"
+TAKES = "banking_app.runtime.streams (quiet takes, acknowledged once handled)"
+TABLES = "banking_app.runtime.tables (a take's table writes as one RocksDB batch)"
+PRODUCE = "banking_app.runtime.produce (a take's records as one batch per partition)"
 
 
 class UpstreamChanged(RuntimeError):
@@ -172,6 +178,32 @@ HOOKS = (
         TRUE_ENDS,
         called_from=(faust_consumer.ThreadDelegateConsumer, "highwaters"),
     ),
+    # streams.QuietTakeStream: Faust's take_events, with its own buffer processor.
+    Hook(FAUST, faust.Stream, "_enable_passive", TAKES),
+    Hook(FAUST, faust.Stream, "_processors", TAKES, on_instances=True),
+    Hook(FAUST, faust.Stream, "current_event", TAKES),
+    # tables.BatchedTable: writes a take's rows and the changelog offset straight to the
+    # partition's RocksDB, where Faust's recovery reads the offset back.
+    Hook(
+        FAUST,
+        faust_tables.Collection,
+        "_new_store",
+        TABLES,
+        called_from=(faust_tables.Collection, "data"),
+    ),
+    Hook(FAUST, faust_rocksdb.Store, "_db_for_partition", TABLES),
+    Hook(FAUST, faust_rocksdb.Store, "_dbs", TABLES, on_instances=True),
+    Hook(
+        FAUST,
+        faust_rocksdb.Store,
+        "offset_key",
+        TABLES,
+        called_from=(faust_rocksdb.Store, "persisted_offset"),
+    ),
+    # produce: the aiokafka producer behind Faust's, and its batch interface.
+    Hook(FAUST, faust_driver.Producer, "_ensure_producer", PRODUCE),
+    Hook(AIOKAFKA, aiokafka.AIOKafkaProducer, "create_batch", PRODUCE),
+    Hook(AIOKAFKA, aiokafka.AIOKafkaProducer, "send_batch", PRODUCE),
 )
 
 

@@ -15,13 +15,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiokafka
+import faust
 import pytest
 from aiokafka.consumer import subscription_state
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.transport import consumer as faust_consumer
 
 from banking_app.runtime import transport, upstream
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.settings import settings
+from banking_app.runtime.tables import BatchedTable
 from banking_app.runtime.upstream import Hook, UpstreamChanged
 
 PYPROJECT = Path(__file__).parents[2] / "pyproject.toml"
@@ -165,3 +168,18 @@ async def test_a_renamed_subscription_state_raises_instead_of_reading_as_no_posi
     _with_subscription(monkeypatch, SimpleNamespace(renamed_subscription=None))
     with pytest.raises(AttributeError, match="subscription"):
         await app.consumer._position(("events", 0))
+
+
+def test_making_a_take_stream_checks_its_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream, "HOOKS", _renamed(faust.Stream, "_renamed"))
+    with pytest.raises(UpstreamChanged, match="has no _renamed"):
+        app.stream(app.channel())
+
+
+def test_opening_a_tables_store_checks_its_attributes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(upstream, "HOOKS", _renamed(RocksDBStore, "_renamed"))
+    table = BatchedTable(app, name="upstream-check", store=f"rocksdb://{tmp_path}")
+    with pytest.raises(UpstreamChanged, match="has no _renamed"):
+        table.data  # noqa: B018 (making the store is what is tested)
