@@ -49,6 +49,8 @@ from mode import Service, ServiceT
 
 from banking_app.runtime import upstream
 from banking_app.runtime.delivery import Action, Cursors
+from banking_app.runtime.offsets import ReadableProbe
+from banking_app.runtime.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ class InOrderConsumer(driver.Consumer):
         super().__init__(*args, **kwargs)
         upstream.check_instance(self)  # Faust's private attributes, as the worker starts
         self._cursors = Cursors()
+        self._readable = ReadableProbe(settings.bootstrap_servers)
+        self._probed: dict[TP, int] = {}
+        self._probes: set[asyncio.Future[None]] = set()
 
     def owed(self, tp: TP) -> int | None:
         """The next offset of ``tp`` owed to its agent (``None`` before the first seek)."""
@@ -112,7 +117,9 @@ class InOrderConsumer(driver.Consumer):
         verdict = self._cursors.on_record(tp, offset, monotonic())
         if verdict.action is Action.DELIVER:
             await self.callback(message)
-        elif verdict.action is Action.SEEK:
+            return
+        self._probe_from(tp)  # the jump may be over offsets no consumer can read
+        if verdict.action is Action.SEEK:
             assert verdict.offset is not None
             log.info(
                 "%s[%d]: offset %d arrived while %d is owed; reading again from %d",
@@ -167,6 +174,43 @@ class InOrderConsumer(driver.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
+    def _probe_from(self, tp: TP) -> None:
+        """Ask the broker, in the background, where the next readable record at or
+        after the owed offset of ``tp`` is (once per owed offset)."""
+        owed = self._cursors.owed(tp)
+        if owed is None or self._probed.get(tp) == owed:
+            return
+        self._probed[tp] = owed
+        task = asyncio.ensure_future(self._step_over_invisible(tp, owed))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _step_over_invisible(self, tp: TP, owed: int) -> None:
+        """When the first readable record at or after ``owed`` lies further on, the
+        offsets between hold transaction markers or aborted records (see
+        ``Cursors.invisible``): step over them, and let commits pass them as Faust's
+        gaps. Where a readable record is at ``owed`` itself, nothing changes: the seek
+        back brings it."""
+        try:
+            found = await self._readable.first_at_or_after(tp, owed)
+        except Exception as exc:  # the seek back and the stall check still stand
+            log.warning("%s[%d]: probing offset %d failed: %r", tp.topic, tp.partition, owed, exc)
+            self._probed.pop(tp, None)
+            return
+        if found is None:
+            self._probed.pop(tp, None)  # nothing readable yet: ask again on the next jump
+            return
+        if found > owed and self._cursors.invisible(tp, owed, found, monotonic()):
+            log.debug(
+                "%s[%d]: offsets %d to %d hold no readable record; going on from %d",
+                tp.topic,
+                tp.partition,
+                owed,
+                found - 1,
+                found,
+            )
+            await self._add_gap(tp, owed, found - 1)
+
     async def _seek_back(self, tp: TP, offset: int) -> None:
         self._cursors.seeking_back(tp, monotonic())
         consumer = self._thread._ensure_consumer()
@@ -198,6 +242,7 @@ class InOrderConsumer(driver.Consumer):
                     # Let commits pass the hole, as Faust does with the gaps it books.
                     await self._add_gap(tp, lost.start, lost.stop - 1)
                     owed = lost.stop
+                self._probe_from(tp)  # the consumer may be past offsets nobody can read
                 log.warning(
                     "%s[%d]: offset %d is owed to the agents but the consumer is at %d; "
                     "reading again from %d",
@@ -236,10 +281,20 @@ class InOrderConsumer(driver.Consumer):
         if self._in_order(partition.topic):
             self._cursors.sought(TP(partition.topic, partition.partition), offset, monotonic())
 
+    async def on_stop(self) -> None:
+        for probe in list(self._probes):
+            probe.cancel()
+        await self._readable.close()
+        await super().on_stop()
+
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._probed.pop(tp, None)
         self._cursors.forget(revoked)
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        for tp in assigned:
+            self._probed.pop(tp, None)
         self._cursors.forget(assigned)
         await super().on_partitions_assigned(assigned, generation_id)

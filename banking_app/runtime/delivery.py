@@ -27,9 +27,11 @@ thread is fetching can be lost, and records handed over while the flow was suspe
 (a rebalance beginning) are read again only if the seek back to the committed offset
 takes. Before that, the broker's first offset is asked for: if the log no longer starts
 at or below the owed offset (retention deleted records never read), the owed offset
-moves up to the log's start, with a warning naming what was lost. Any other hole is
-never stepped over, since the bank's topics have none (no compaction, no
-transactions).
+moves up to the log's start, with a warning naming what was lost. Offsets that hold no
+readable record (a transaction's commit or abort marker; an aborted transaction's
+records, which a ``read_committed`` consumer never sees) are stepped over once the
+broker says so (``invisible``: the consumer asks a probe where the next readable record
+is). Any other hole is never stepped over.
 
 Handing a record over is not handling it. Between the consumer and an agent's take a
 record can still be let go unhandled: a take abandoned while the worker stops or
@@ -82,6 +84,8 @@ class Cursors:
         self._seeking: set[Hashable] = set()
         #: The next offset of each partition the agents may take (``admit``).
         self._admitted: dict[Hashable, int] = {}
+        #: Offsets the broker holds no readable record at (``invisible``): start → end.
+        self._invisible: dict[Hashable, dict[int, int]] = {}
 
     def owed(self, tp: Hashable) -> int | None:
         return self._owed.get(tp)
@@ -117,9 +121,12 @@ class Cursors:
             self._moved.pop(tp, None)
             self._seeking.discard(tp)
             self._admitted.pop(tp, None)
+            self._invisible.pop(tp, None)
 
     def on_record(self, tp: Hashable, offset: int, now: float) -> Verdict:
         owed = self._owed.get(tp)
+        if owed is not None and offset > owed:
+            owed = self._owed[tp] = self._past_invisible(tp, owed)
         if owed is None or offset == owed:
             self._owed[tp] = offset + 1
             self._moved[tp] = now
@@ -131,11 +138,39 @@ class Cursors:
             return SKIP
         return Verdict(Action.SEEK, owed)
 
+    def invisible(self, tp: Hashable, start: int, end: int, now: float) -> bool:
+        """The broker says no record can be read from ``start`` up to ``end``: a
+        transaction's commit or abort marker, or records of an aborted transaction that
+        a ``read_committed`` consumer never sees. Kafka's consumer steps over them, so
+        an offset jump across them is not a record left out: the cursors step over
+        them too. True when this moved the owed offset."""
+        if end <= start:
+            return False
+        ranges = self._invisible.setdefault(tp, {})
+        passed = min(self._owed.get(tp, start), self._admitted.get(tp, start))
+        for old_start in [s for s, e in ranges.items() if e <= passed]:
+            del ranges[old_start]  # both cursors are past it
+        ranges[start] = end
+        if self._owed.get(tp) != start:
+            return False
+        self._owed[tp] = end
+        self._moved[tp] = now
+        return True
+
+    def _past_invisible(self, tp: Hashable, offset: int) -> int:
+        """``offset``, or the end of the invisible ranges that start there."""
+        ranges = self._invisible.get(tp)
+        while ranges and offset in ranges:
+            offset = ranges[offset]
+        return offset
+
     def admit(self, tp: Hashable, offset: int, now: float) -> bool:
         """May an agent take this handed-over record? Yes at the next offset to take or
         below it (a redelivery); above it, something handed over before it was let go
         unhandled: refused, and the partition is owed again from there (``rewind``)."""
         admitted = self._admitted.get(tp)
+        if admitted is not None and offset > admitted:
+            admitted = self._admitted[tp] = self._past_invisible(tp, admitted)
         if admitted is None or offset == admitted:
             self._admitted[tp] = offset + 1
             return True

@@ -19,6 +19,7 @@ still runs. The probe itself uses only aiokafka's public consumer API (``assign`
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TypeVar
 
@@ -59,3 +60,59 @@ async def true_end_offsets(bootstrap: str, reported: Mapping[T, int]) -> dict[T,
     finally:
         await consumer.stop()
     return ends
+
+
+#: How the worker reads the topics it consumes: a command written in a transaction is
+#: seen once the transaction commits, and never when it aborts.
+ISOLATION_LEVEL = "read_committed"
+
+
+class ReadableProbe:
+    """Where the next record a consumer can read lies, at or after an offset.
+
+    Kafka gives offsets to transaction markers, and a ``read_committed`` consumer never
+    sees the records of an aborted transaction: the offsets a consumer reads can jump.
+    The in-order consumer (``banking_app.runtime.consumer``) tells such a jump from a
+    record left out by asking here: a consumer of its own, outside the group, with the
+    worker's isolation level, reads one record from the offset. Public aiokafka API only.
+    """
+
+    def __init__(self, bootstrap: str, isolation_level: str = ISOLATION_LEVEL) -> None:
+        self.bootstrap = bootstrap
+        self.isolation_level = isolation_level
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def first_at_or_after(self, tp: T, offset: int) -> int | None:
+        """Where reading ``tp`` from ``offset`` gets to before its first readable
+        record: that record's offset, or, when no readable record follows yet, the
+        position the consumer stepped to over unreadable offsets. None when it did not
+        move at all (nothing there, or no answer in time): nothing is known."""
+        async with self._lock:
+            consumer = await self._started()
+            partition = TopicPartition(tp.topic, tp.partition)  # type: ignore[attr-defined]
+            consumer.assign([partition])
+            consumer.seek(partition, offset)
+            batch = await consumer.getmany(partition, timeout_ms=PROBE_TIMEOUT_MS, max_records=1)
+            records = batch.get(partition) or []
+            if records:
+                return records[0].offset  # type: ignore[no-any-return]
+            position = await consumer.position(partition)
+            return position if position > offset else None
+
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                enable_auto_commit=False,
+                isolation_level=self.isolation_level,
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._consumer is not None:
+                consumer, self._consumer = self._consumer, None
+                await consumer.stop()

@@ -63,10 +63,11 @@ class Fetcher:
             self.seek(owed)
 
 
-def assert_no_skip(delivered: list[int], first: int) -> None:
-    """No record is delivered before every record below it was (those below ``first``
-    count as delivered): the agents' at-most-once checks rely on it."""
-    seen = set(range(first))
+def assert_no_skip(delivered: list[int], first: int, hidden: frozenset[int] = frozenset()) -> None:
+    """No record is delivered before every record below it was (those below ``first``,
+    and ``hidden`` offsets that hold no readable record, count as delivered): the
+    agents' at-most-once checks rely on it."""
+    seen = set(range(first)) | hidden
     for offset in delivered:
         assert set(range(offset)) <= seen, (offset, sorted(set(range(offset)) - seen))
         seen.add(offset)
@@ -317,3 +318,94 @@ def test_a_take_let_go_is_taken_again_before_the_records_behind_it() -> None:
     for offset in range(10, 15):
         assert cursors.on_record(TP, offset, now=1.0) == Verdict(Action.DELIVER)
         assert cursors.admit(TP, offset, now=1.0)
+
+
+@dataclass
+class TransactionalLog(Fetcher):
+    """A log whose ``hidden`` offsets hold no readable record (transaction markers,
+    aborted records under read_committed): the fetcher steps over them, as Kafka's
+    consumer does, and the probe answers as ``ReadableProbe`` does."""
+
+    hidden: frozenset[int] = frozenset()
+
+    def fetch(self) -> None:
+        while self.position < END and self.position in self.hidden:
+            self.position += 1
+        super().fetch()
+
+    def probe(self) -> None:
+        owed = self.cursors.owed(TP)
+        if owed is None:
+            return
+        readable = [o for o in range(max(owed, self.start), END) if o not in self.hidden]
+        found = readable[0] if readable else (END if owed < END else None)
+        if found is not None and found > owed:
+            self.cursors.invisible(TP, owed, found, self.now)
+
+    def hand_over(self, offset: int) -> None:
+        super().hand_over(offset)
+        if self.delivered[-1:] != [offset]:
+            self.probe()  # what InOrderConsumer does on any record it did not deliver
+
+    def watchdog(self) -> None:
+        self.probe()
+        super().watchdog()
+
+
+@given(
+    steps=steps,
+    committed=st.integers(0, END - 1),
+    hidden=st.frozensets(st.integers(0, END - 1), max_size=END // 2),
+)
+def test_offsets_without_a_readable_record_never_stall_the_partition(
+    steps: list[tuple[str, float]], committed: int, hidden: frozenset[int]
+) -> None:
+    fetcher = TransactionalLog(start=0, position=committed, hidden=hidden)
+    fetcher.cursors.sought(TP, committed, fetcher.now)
+    for step, value in steps:
+        if step == "fetch":
+            fetcher.fetch()
+        elif step == "stale":
+            if int(value) not in hidden:  # a stale record is a real one
+                fetcher.hand_over(int(value))
+        elif step == "wait":
+            fetcher.now += value
+            fetcher.watchdog()
+        elif step == "unseen":
+            fetcher.fetch_unseen()
+        elif step == "lossy":
+            fetcher.lossy = bool(value)
+        else:
+            owed = fetcher.cursors.owed(TP)
+            back = min(int(value), owed if owed is not None else END)
+            fetcher.cursors.sought(TP, back, fetcher.now)
+            fetcher.seek(back)
+    fetcher.lossy = False
+    for _ in range(10 * END):
+        fetcher.now += 1.0
+        fetcher.watchdog()
+        fetcher.fetch()
+
+    readable = set(range(committed, END)) - hidden
+    delivered = [o for o in fetcher.delivered if o >= committed]
+    assert_no_skip(delivered, committed, hidden)
+    assert readable <= set(delivered)
+    assert fetcher.cursors.owed(TP) == END  # nothing left waited for
+
+
+def test_a_jump_over_a_transaction_marker_is_stepped_over_not_sought_forever() -> None:
+    cursors = Cursors()
+    cursors.sought(TP, 0, now=0.0)
+    assert cursors.on_record(TP, 0, now=0.0) == Verdict(Action.DELIVER)
+    assert cursors.admit(TP, 0, now=0.0)
+    # Offset 1 is a commit marker: the consumer hands over 2.
+    assert cursors.on_record(TP, 2, now=0.0) == Verdict(Action.SEEK, 1)
+    cursors.seeking_back(TP, now=0.0)
+    # The probe finds the first readable record from 1 at 2.
+    assert cursors.invisible(TP, 1, 2, now=0.0)
+    assert cursors.owed(TP) == 2
+    assert cursors.on_record(TP, 2, now=0.0) == Verdict(Action.DELIVER)
+    assert cursors.admit(TP, 2, now=0.0)  # the take cursor steps over the marker too
+    # A stale answer (the cursor has moved on) changes nothing.
+    assert not cursors.invisible(TP, 1, 2, now=0.0)
+    assert cursors.owed(TP) == 3
