@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from banking_app.operations import embedded_broker
 
@@ -32,6 +33,9 @@ LEG_KEY = os.environ.get("BANKING_LEG_KEY") or secrets.token_hex(32)
 class Broker:
     port: int
     process: subprocess.Popen[bytes]
+    #: What ``Worker`` tells its worker (``BANKING_BROKER_KIND``): this broker's quirks
+    #: need the worker's workarounds.
+    kind: ClassVar[str] = "tansu"
 
     @property
     def url(self) -> str:
@@ -75,6 +79,9 @@ class Worker:
         env = {
             **os.environ,
             "KAFKA_BROKER": self.broker.url,
+            # A broker that does not say (``apache_kafka.KafkaNode``) is a Kafka: the
+            # workarounds are for Tansu alone.
+            "BANKING_BROKER_KIND": getattr(self.broker, "kind", "kafka"),
             "BANKING_WEB_PORT": str(self.web_port),
             "BANKING_PARTITIONS": str(self.partitions),
             "BANKING_STORE": "rocksdb://",

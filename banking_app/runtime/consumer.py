@@ -66,8 +66,6 @@ class InOrderConsumer(driver.Consumer):
         upstream.check_instance(self)  # Faust's private attributes, as the worker starts
         self._cursors = Cursors()
         self._readable = ReadableProbe(settings.bootstrap_servers)
-        self._probed: dict[TP, int] = {}
-        self._probes: set[asyncio.Future[None]] = set()
 
     def owed(self, tp: TP) -> int | None:
         """The next offset of ``tp`` owed to its agent (``None`` before the first seek)."""
@@ -115,11 +113,12 @@ class InOrderConsumer(driver.Consumer):
                 self._read_offset[tp] = offset
             return
         verdict = self._cursors.on_record(tp, offset, monotonic())
+        if verdict.action is Action.SEEK and await self._stepped_over_unreadable(tp):
+            # The jump was over offsets no consumer can read: this record is next.
+            verdict = self._cursors.on_record(tp, offset, monotonic())
         if verdict.action is Action.DELIVER:
             await self.callback(message)
-            return
-        self._probe_from(tp)  # the jump may be over offsets no consumer can read
-        if verdict.action is Action.SEEK:
+        elif verdict.action is Action.SEEK:
             assert verdict.offset is not None
             log.info(
                 "%s[%d]: offset %d arrived while %d is owed; reading again from %d",
@@ -174,42 +173,38 @@ class InOrderConsumer(driver.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    def _probe_from(self, tp: TP) -> None:
-        """Ask the broker, in the background, where the next readable record at or
-        after the owed offset of ``tp`` is (once per owed offset)."""
-        owed = self._cursors.owed(tp)
-        if owed is None or self._probed.get(tp) == owed:
-            return
-        self._probed[tp] = owed
-        task = asyncio.ensure_future(self._step_over_invisible(tp, owed))
-        self._probes.add(task)
-        task.add_done_callback(self._probes.discard)
+    async def _stepped_over_unreadable(self, tp: TP) -> bool:
+        """Ask the broker where reading ``tp`` from its owed offset gets to before the
+        first readable record. When that is further on, the offsets between hold
+        transaction markers or aborted records (``Cursors.invisible``): step over them,
+        let commits pass them as Faust's gaps, and return True. A readable record at the
+        owed offset, or no answer, changes nothing: the seek back brings it.
 
-    async def _step_over_invisible(self, tp: TP, owed: int) -> None:
-        """When the first readable record at or after ``owed`` lies further on, the
-        offsets between hold transaction markers or aborted records (see
-        ``Cursors.invisible``): step over them, and let commits pass them as Faust's
-        gaps. Where a readable record is at ``owed`` itself, nothing changes: the seek
-        back brings it."""
+        Asked on an offset jump and in the stall check only, so a client that writes
+        transactions costs one broker round trip per marker the worker reads past.
+        """
+        owed = self._cursors.owed(tp)
+        if owed is None:
+            return False
         try:
             found = await self._readable.first_at_or_after(tp, owed)
         except Exception as exc:  # the seek back and the stall check still stand
             log.warning("%s[%d]: probing offset %d failed: %r", tp.topic, tp.partition, owed, exc)
-            self._probed.pop(tp, None)
-            return
-        if found is None:
-            self._probed.pop(tp, None)  # nothing readable yet: ask again on the next jump
-            return
-        if found > owed and self._cursors.invisible(tp, owed, found, monotonic()):
-            log.debug(
-                "%s[%d]: offsets %d to %d hold no readable record; going on from %d",
-                tp.topic,
-                tp.partition,
-                owed,
-                found - 1,
-                found,
-            )
-            await self._add_gap(tp, owed, found - 1)
+            return False
+        if found is None or found <= owed:
+            return False
+        if not self._cursors.invisible(tp, owed, found, monotonic()):
+            return False
+        log.debug(
+            "%s[%d]: offsets %d to %d hold no readable record; going on from %d",
+            tp.topic,
+            tp.partition,
+            owed,
+            found - 1,
+            found,
+        )
+        await self._add_gap(tp, owed, found - 1)
+        return True
 
     async def _seek_back(self, tp: TP, offset: int) -> None:
         self._cursors.seeking_back(tp, monotonic())
@@ -242,7 +237,13 @@ class InOrderConsumer(driver.Consumer):
                     # Let commits pass the hole, as Faust does with the gaps it books.
                     await self._add_gap(tp, lost.start, lost.stop - 1)
                     owed = lost.stop
-                self._probe_from(tp)  # the consumer may be past offsets nobody can read
+                if await self._stepped_over_unreadable(tp):
+                    # What lay there was markers or aborted records; records after them
+                    # may have been skipped meanwhile, so read on from there.
+                    owed = self._cursors.owed(tp) or owed
+                    if position <= owed:
+                        self._cursors.idle(tp, monotonic())
+                        continue
                 log.warning(
                     "%s[%d]: offset %d is owed to the agents but the consumer is at %d; "
                     "reading again from %d",
@@ -282,19 +283,13 @@ class InOrderConsumer(driver.Consumer):
             self._cursors.sought(TP(partition.topic, partition.partition), offset, monotonic())
 
     async def on_stop(self) -> None:
-        for probe in list(self._probes):
-            probe.cancel()
         await self._readable.close()
         await super().on_stop()
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        for tp in revoked:
-            self._probed.pop(tp, None)
         self._cursors.forget(revoked)
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
-        for tp in assigned:
-            self._probed.pop(tp, None)
         self._cursors.forget(assigned)
         await super().on_partitions_assigned(assigned, generation_id)

@@ -6,7 +6,13 @@ five records at offsets 10-14 reports an end of 11, not 15. Faust's table recove
 a changelog only up to that end (so a recovered table would miss the batch's last
 records) and refuses to start when its local RocksDB has seen further (ConsistencyError).
 Reading the record at ``reported - 1`` returns its whole batch, whose last offset gives
-the true end; on Kafka the two agree and the probe changes nothing.
+the true end.
+
+The probe is a Tansu workaround, used only with ``BANKING_BROKER_KIND=tansu``: Kafka
+reports true ends, and there the probe would only cost a consumer per recovery, or more
+(the last offset can be a transaction marker, which no consumer reads, so the probe would
+wait out its timeouts). The operator's audit (``banking_app.operations.audit``) calls it
+too, where it changes nothing on Kafka but time.
 
 Upstream code corrected (faust-streaming 0.15.3 and aiokafka 0.14.0, pinned in
 pyproject.toml): ``AIOKafkaConsumerThread.highwaters`` in
@@ -91,7 +97,14 @@ class ReadableProbe:
         async with self._lock:
             consumer = await self._started()
             partition = TopicPartition(tp.topic, tp.partition)  # type: ignore[attr-defined]
-            consumer.assign([partition])
+            if partition not in consumer.assignment():
+                # Assigned once, with those asked about before: a new assignment is a
+                # new subscription, logged and set up each time.
+                consumer.assign([*consumer.assignment(), partition])
+            for other in consumer.assignment():
+                if other != partition:
+                    consumer.pause(other)
+            consumer.resume(partition)
             consumer.seek(partition, offset)
             batch = await consumer.getmany(partition, timeout_ms=PROBE_TIMEOUT_MS, max_records=1)
             records = batch.get(partition) or []

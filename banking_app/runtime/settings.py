@@ -36,6 +36,30 @@ def _float(
     return value
 
 
+#: The brokers the worker knows: Apache Kafka (and brokers that behave like it), and the
+#: embedded Tansu, whose quirks the worker works around (README, "Known quirks").
+BROKER_KINDS = ("kafka", "tansu")
+#: The consumer fetch wait Faust fixes (``faust/transport/drivers/aiokafka.py``,
+#: ``_create_worker_consumer``): what a worker on Kafka keeps unless told otherwise.
+FAUST_FETCH_MAX_WAIT_MS = 1500
+#: Tansu does not end a long poll when data arrives, so every hop of the pipeline
+#: (command, events, outcome) would wait out Faust's 1.5 s there.
+TANSU_FETCH_MAX_WAIT_MS = 50
+
+
+def _broker_kind() -> str:
+    """``BANKING_BROKER_KIND``: the Tansu workarounds cost a real Kafka needless work (an
+    extra consumer per recovery, idle fetches), so a worker is told where it runs."""
+    raw = os.environ.get("BANKING_BROKER_KIND", "")
+    value = raw.strip().lower() or "kafka"
+    if value not in BROKER_KINDS:
+        raise SystemExit(
+            f"BANKING_BROKER_KIND must be one of {', '.join(BROKER_KINDS)}, got {raw!r}: "
+            "kafka for Apache Kafka (the default), tansu for the embedded broker"
+        )
+    return value
+
+
 def unsupported_guarantee(variable: str, value: str) -> SystemExit:
     """The stop for a processing guarantee other than at-least-once.
 
@@ -63,6 +87,7 @@ def _at_least_once() -> None:
 @dataclass(frozen=True)
 class Settings:
     broker: str
+    broker_kind: str
     store: str
     web_port: int
     web_host: str
@@ -95,6 +120,11 @@ class Settings:
         return self.leg_key.encode()
 
     @property
+    def on_tansu(self) -> bool:
+        """Whether the Tansu workarounds apply (``BANKING_BROKER_KIND=tansu``)."""
+        return self.broker_kind == "tansu"
+
+    @property
     def bootstrap_servers(self) -> str:
         """``kafka://a:9092;kafka://b:9092`` as a plain client wants it: ``a:9092,b:9092``."""
         hosts = [part.strip() for part in self.broker.replace(",", ";").split(";")]
@@ -104,8 +134,10 @@ class Settings:
 def load() -> Settings:
     partitions = _int("BANKING_PARTITIONS", 8, minimum=1)
     _at_least_once()
+    broker_kind = _broker_kind()
     return Settings(
         broker=os.environ.get("KAFKA_BROKER", "kafka://localhost:9092"),
+        broker_kind=broker_kind,
         # memory:// is for the agent unit tests; workers keep tables in RocksDB.
         store=os.environ.get("BANKING_STORE", "rocksdb://"),
         web_port=_int("BANKING_WEB_PORT", 6066),
@@ -118,7 +150,13 @@ def load() -> Settings:
         rebalance_timeout=_float("BANKING_REBALANCE_TIMEOUT", 5.0),
         commands_retention_ms=_int("BANKING_COMMANDS_RETENTION_MS", 7 * 24 * 3600 * 1000),
         api_token=os.environ.get("BANKING_API_TOKEN", ""),
-        fetch_max_wait_ms=_int("BANKING_FETCH_MAX_WAIT_MS", 50),
+        # Set, it applies on either broker; unset, Tansu gets its short wait and Kafka
+        # keeps Faust's, since Kafka ends a fetch as soon as data is there.
+        fetch_max_wait_ms=_int(
+            "BANKING_FETCH_MAX_WAIT_MS",
+            TANSU_FETCH_MAX_WAIT_MS if broker_kind == "tansu" else FAUST_FETCH_MAX_WAIT_MS,
+            minimum=0,
+        ),
         # Agents take up to this many records at a time. A take is handled once no
         # record arrived for ``batch_quiet`` seconds, or ``batch_window`` after its first
         # record (banking_app.runtime.streams): under load takes fill, and a lone command waits

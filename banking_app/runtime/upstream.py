@@ -48,7 +48,8 @@ FAUST, MODE, AIOKAFKA = "faust-streaming", "mode-streaming", "aiokafka"
 APP = "banking_app.runtime.faust_app (the bank's transport)"
 IN_ORDER = "banking_app.runtime.consumer (in-order delivery)"
 FETCH_WAIT = "banking_app.runtime.transport (BANKING_FETCH_MAX_WAIT_MS)"
-TRUE_ENDS = "banking_app.runtime.transport (true end offsets for table recovery)"
+TRUE_ENDS = "banking_app.runtime.transport (true end offsets for table recovery, on Tansu)"
+READ_COMMITTED = "banking_app.runtime.transport (commands read once their transaction commits)"
 THREAD = "banking_app.runtime.transport (its consumer thread: fetch wait, true end offsets)"
 TAKES = "banking_app.runtime.streams (quiet takes, acknowledged once handled)"
 TABLES = "banking_app.runtime.tables (a take's table writes as one RocksDB batch)"
@@ -168,6 +169,14 @@ HOOKS = (
         aiokafka.AIOKafkaConsumer,
         "_fetch_max_wait_ms",
         FETCH_WAIT,
+        on_instances=True,
+        called_from=(aiokafka.AIOKafkaConsumer, "start"),
+    ),
+    Hook(
+        AIOKAFKA,
+        aiokafka.AIOKafkaConsumer,
+        "_isolation_level",
+        READ_COMMITTED,
         on_instances=True,
         called_from=(aiokafka.AIOKafkaConsumer, "start"),
     ),

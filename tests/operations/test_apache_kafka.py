@@ -22,7 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from banking_app.operations import apache_kafka
-from banking_app.operations.apache_kafka import KafkaCluster, KafkaError, KafkaNode
+from banking_app.operations.apache_kafka import KafkaCluster, KafkaNode
+from support.kafka import running
 
 pytestmark = pytest.mark.kafka
 
@@ -32,40 +33,13 @@ TIMEOUT = 120.0
 
 
 @pytest.fixture(scope="module")
-def kafka_libs() -> Path:
-    if not apache_kafka.java_available():
-        pytest.skip("no Java 17+ runtime on PATH: Apache Kafka cannot run here")
-    try:
-        libs = apache_kafka.ensure_kafka_libs()
-    except KafkaError as exc:
-        pytest.skip(f"the Kafka jars could not be fetched: {exc}")
-    if libs is None and os.environ.get("KAFKA_HOME"):
-        pytest.skip(f"KAFKA_HOME={os.environ['KAFKA_HOME']} has no libs/kafka_2.13-*.jar")
-    if libs is None:
-        pytest.skip("no Kafka jars cached, and no Maven (mvn) to run kafka-setup/fetch.sh")
-    return libs
-
-
-@pytest.fixture(scope="module")
-def node(kafka_libs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaNode]:
-    instance = KafkaNode(tmp_path_factory.mktemp("kafka-node"), libs=kafka_libs)
-    try:
-        instance.start()
-        yield instance
-    finally:
-        instance.stop()
-        instance.kill()
+def node(kafka_node: KafkaNode) -> KafkaNode:
+    return kafka_node
 
 
 @pytest.fixture(scope="module")
 def cluster(kafka_libs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    instance = KafkaCluster(tmp_path_factory.mktemp("kafka-cluster"), libs=kafka_libs)
-    try:
-        instance.start()
-        yield instance
-    finally:
-        instance.stop()
-        instance.kill()
+    yield from running(KafkaCluster(tmp_path_factory.mktemp("kafka-cluster"), libs=kafka_libs))
 
 
 # -- helpers ----------------------------------------------------------------------------
