@@ -355,6 +355,11 @@ class KafkaNode:
             "share.coordinator.state.topic.min.isr": min_isr,
             # A consumer group's first member is not kept waiting for others.
             "group.initial.rebalance.delay.ms": "0",
+            # Every topic is created on purpose, with the bank's partition count: a
+            # metadata request that named a topic before its creator made it would
+            # otherwise make it with one partition (num.partitions), and a key's
+            # partition is part of the design.
+            "auto.create.topics.enable": "false",
         }
         if self.voters:
             properties["controller.quorum.voters"] = self.voters

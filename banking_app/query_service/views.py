@@ -50,6 +50,7 @@ def routed(table: BatchedTable, match_info: str) -> Callable[[Handler], Handler]
 
         @functools.wraps(handler)
         async def get(view: ApiView, request: Request, **kwargs: Any) -> Response:
+            await lookups.routable(table)
             try:
                 return await route(view, request, **kwargs)
             except lookups.FORWARD_ERRORS as exc:

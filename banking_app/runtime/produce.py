@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import TopicPartition
+from faust.exceptions import NotReady
 
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.topics import partition_for
@@ -88,3 +89,44 @@ async def produce(records: Iterable[Outgoing]) -> dict[TopicPartition, int]:
         if last > highest.get(metadata.topic_partition, -1):
             highest[metadata.topic_partition] = last
     return highest
+
+
+#: Topics the producer's metadata is known to hold (``known_to_producer``).
+_KNOWN: set[str] = set()
+
+
+def producer_running() -> bool:
+    """Whether the worker's producer has started (not in the agent unit tests)."""
+    try:
+        app.producer._ensure_producer()
+    except NotReady:
+        return False
+    return True
+
+
+def known(topic: str) -> bool:
+    """Whether ``known_to_producer`` has seen ``topic`` into the producer's metadata."""
+    return topic in _KNOWN
+
+
+async def known_to_producer(topic: str) -> None:
+    """Wait until the producer's metadata holds ``topic``.
+
+    Faust finds the worker that owns a table key (``app.router.key_store``, behind the
+    query views and ``?wait`` lookups) through the producer's partitioner, which reads
+    cached metadata and raised a TypeError for a topic the cache lacked. On a new Kafka
+    cluster the cache is filled before Faust creates the changelog topics and refreshed
+    only every ``metadata_max_age_ms`` (five minutes): every query was a 500 until
+    then. aiokafka's ``partitions_for`` adds the topic and waits for its metadata; once
+    per topic. Only for topics that exist (``web.lookups.routable`` waits for the
+    worker's tables): a metadata request for a topic not made yet could make it, on a
+    broker that creates topics on request, with the broker's partition count.
+    """
+    if topic in _KNOWN:
+        return
+    try:
+        producer = app.producer._ensure_producer()
+    except NotReady:  # no producer yet (a worker starting): the router fails on its own
+        return
+    await producer.partitions_for(topic)
+    _KNOWN.add(topic)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from banking_app.runtime.faust_app import app
+from banking_app.runtime.produce import known, known_to_producer, producer_running
 from banking_app.runtime.settings import settings
 from banking_app.runtime.tables import BatchedTable, get_json
 from banking_app.runtime.topics import ACCOUNT_VIEWS_TABLE, COMMAND_OUTCOMES_TABLE
@@ -33,7 +34,9 @@ POLL_SECONDS = 0.01
 RETRY_SECONDS = 0.25
 #: Failed lookups a wait tries again: the owner did not answer, or could not be
 #: reached, or the read model is between owners. Any other problem ends the wait.
-RETRIED = frozenset({"worker-timeout", "worker-unreachable", "read-model-unassigned"})
+RETRIED = frozenset(
+    {"worker-timeout", "worker-unreachable", "read-model-unassigned", "worker-starting"}
+)
 
 T = TypeVar("T")
 
@@ -64,8 +67,25 @@ def forward_failed(exc: BaseException, owner: str) -> Problem:
     )
 
 
+async def routable(table: BatchedTable) -> None:
+    """Make sure Faust's router can place keys of ``table``: its changelog topic is in
+    the producer's metadata (``runtime.produce.known_to_producer``). Until the worker's
+    tables are first ready that topic may not exist yet: a 503 ``worker-starting``."""
+    topic = table.changelog_topic.get_topic_name()
+    if known(topic):
+        return
+    if not producer_running():
+        return  # no broker (the unit tests): the router answers for itself
+    if not app.tables.recovery.completed.is_set():
+        raise Problem(
+            503, "the worker is starting: its tables are not ready yet", slug="worker-starting"
+        )
+    await known_to_producer(topic)
+
+
 async def lookup(table: BatchedTable, key: str, path: str) -> dict[str, Any] | None:
     """The stored value of ``key`` (as the API shows it), or None when there is none yet."""
+    await routable(table)
     try:
         owner = app.router.key_store(table.name, key)
     except KeyError:
