@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-## Start an embedded broker and one worker on localhost (Ctrl-C stops both).
+## Start a local broker (Apache Kafka, kept in ./.banking-dev; Tansu without Java) and one worker (Ctrl-C stops both).
 run: install
 	$(BIN)/banking-app dev
 

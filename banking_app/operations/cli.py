@@ -11,18 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
-import shutil
 import signal
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import click
 from faust.cli import AppCommand, argument, option
 
 from banking_app.app import app
-from banking_app.operations import audit, embedded_broker, operator_commands, rebuild, topic_admin
+from banking_app.operations import (
+    audit,
+    local_dev,
+    operator_commands,
+    rebuild,
+    topic_admin,
+)
 from banking_app.operations.http_client import BankClient
 from banking_app.runtime.settings import settings
 
@@ -56,9 +59,12 @@ class StandaloneCommand(AppCommand):
     option(
         "--broker-port",
         type=int,
-        default=9092,
-        show_default=True,
-        help="Port of the embedded broker on localhost.",
+        default=None,
+        show_default=False,
+        help=(
+            "Port of the broker on localhost [default: 9092; Apache Kafka keeps the "
+            "port of its first start in the data directory]."
+        ),
     ),
     option(
         "--web-port",
@@ -66,6 +72,23 @@ class StandaloneCommand(AppCommand):
         default=settings.web_port,
         show_default=True,
         help="Port of the worker's HTTP views.",
+    ),
+    option(
+        "--data-dir",
+        default=local_dev.DEV_DIR,
+        show_default=True,
+        help=(
+            "Where Apache Kafka's logs, the worker's tables and the saga-leg key are kept "
+            "across runs (not used with Tansu). Env: BANKING_DEV_DIR."
+        ),
+    ),
+    option(
+        "--broker",
+        "broker_kind",
+        type=click.Choice(["auto", "kafka", "tansu"]),
+        default="auto",
+        show_default=True,
+        help="auto: Apache Kafka when Java 17+ is on PATH, else Tansu (memory only).",
     ),
     option(
         "--loglevel",
@@ -76,60 +99,22 @@ class StandaloneCommand(AppCommand):
     ),
     base=StandaloneCommand,
 )
-async def dev(self: object, broker_port: int, web_port: int, worker_loglevel: str) -> None:
-    """Run an embedded broker and one worker until Ctrl-C; nothing is kept afterwards.
+async def dev(
+    self: object,
+    broker_port: int | None,
+    web_port: int,
+    data_dir: str,
+    broker_kind: str,
+    worker_loglevel: str,
+) -> int:
+    """Run a broker and one worker until Ctrl-C; with Apache Kafka, the data is kept.
 
-    The broker keeps everything in memory, so the worker's RocksDB directory is made
-    fresh here and deleted on exit: a data dir that outlived its broker would hold
-    changelog offsets the new broker never had (Faust's ConsistencyError).
+    A newcomer's accounts should survive a restart of ``dev`` as they would in
+    production, so Apache Kafka runs when Java allows it. Tansu, the fallback, keeps its
+    topics in memory only, and a worker data directory that outlived it would hold
+    changelog offsets the next broker never had (Faust's ConsistencyError).
     """
-    workdir = Path(tempfile.mkdtemp(prefix="banking-dev-"))
-    kafka_home = os.environ.get("KAFKA_HOME")
-    if kafka_home:
-        broker = await asyncio.to_thread(
-            embedded_broker.start_kafka, kafka_home, broker_port, workdir
-        )
-        kind = f"Apache Kafka from {kafka_home}"
-    else:
-        broker = await asyncio.to_thread(
-            embedded_broker.start_tansu, broker_port, workdir / "broker.log"
-        )
-        kind = "Tansu (memory only)"
-    url = f"kafka://localhost:{broker_port}"
-    print(f"broker: {kind} at {url}", flush=True)
-    print(f"worker: http://localhost:{web_port}  data: {workdir / 'worker'}", flush=True)
-    env = {
-        **os.environ,
-        "KAFKA_BROKER": url,
-        "BANKING_WEB_PORT": str(web_port),
-        # The embedded broker forgets everything on exit: a key for this run will do.
-        "BANKING_LEG_KEY": os.environ.get("BANKING_LEG_KEY") or secrets.token_hex(32),
-    }
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "banking_app",
-        "--datadir",
-        str(workdir / "worker"),
-        "worker",
-        "-l",
-        worker_loglevel,
-        "--web-port",
-        str(web_port),
-        env=env,
-    )
-    try:
-        await worker.wait()
-    finally:
-        if worker.returncode is None:
-            worker.terminate()
-            try:
-                await asyncio.shield(asyncio.wait_for(worker.wait(), 15))
-            except (TimeoutError, asyncio.CancelledError):
-                worker.kill()
-        embedded_broker.stop(broker)
-        shutil.rmtree(workdir, ignore_errors=True)
-        print("stopped broker and worker; dev state removed", flush=True)
+    return await local_dev.run(broker_port, web_port, Path(data_dir), broker_kind, worker_loglevel)
 
 
 @app.command(

@@ -53,7 +53,16 @@ def test_dev_runs_broker_and_worker_and_operator_commands_work(tmp_path: Path) -
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     env.pop("KAFKA_HOME", None)
     dev = subprocess.Popen(
-        [*BANKING_APP, "dev", "--broker-port", str(broker_port), "--web-port", str(web_port)],
+        [
+            *BANKING_APP,
+            "dev",
+            "--broker",
+            "tansu",
+            "--broker-port",
+            str(broker_port),
+            "--web-port",
+            str(web_port),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
