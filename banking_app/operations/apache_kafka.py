@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from banking_app.operations.embedded_broker import BrokerError, free_port, wait_for_port
 
@@ -213,7 +214,29 @@ def broker_ids(host: str, port: int) -> set[int]:
 # -- one node ---------------------------------------------------------------------------
 
 
-class KafkaNode:
+class _Started:
+    """``with``: started on entry, stopped on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class KafkaNode(_Started):
     """One Kafka process in combined mode (broker and controller), durable on disk.
 
     ``directory`` holds everything of the node: ``kafka-logs/`` (the log directories,
@@ -504,23 +527,11 @@ class KafkaNode:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def __enter__(self) -> KafkaNode:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 # -- three nodes ------------------------------------------------------------------------
 
 
-class KafkaCluster:
+class KafkaCluster(_Started):
     """``size`` nodes on localhost with a static controller quorum and one cluster id.
 
     Every node is a voter, so the quorum and the brokers survive one node down in three.
@@ -635,18 +646,6 @@ class KafkaCluster:
         return "\n".join(
             f"--- node {node.node_id} ---\n{node.log_tail(lines)}" for node in self.nodes
         )
-
-    def __enter__(self) -> KafkaCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @contextlib.contextmanager
