@@ -270,8 +270,32 @@ class InOrderConsumer(driver.Consumer):
         return state.position if state is not None and state.has_valid_position else None
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
-        offsets = await super().seek_to_committed()
+        """Faust's seek to the committed offsets, and the cursors set there. A partition
+        with no committed offset (a new group, or one the broker did not answer for)
+        starts at the log's first offset, as ``auto_offset_reset=earliest`` would, and is
+        sought there: the cursors must know where a partition starts, or they cannot
+        tell the next record from one far ahead."""
+        offsets = dict(await super().seek_to_committed())
         now = monotonic()
+        unknown = [
+            TP(tp.topic, tp.partition)
+            for tp, offset in offsets.items()
+            if self._in_order(tp.topic) and (offset is None or offset < 0)
+        ]
+        if unknown:
+            starts = await self._thread.earliest_offsets(*unknown)
+            for tp in unknown:
+                start = starts.get(tp)
+                if start is None:
+                    continue  # nothing owed, nothing delivered, until a later seek
+                log.info(
+                    "%s[%d]: no committed offset; reading from the log's start, %d",
+                    tp.topic,
+                    tp.partition,
+                    start,
+                )
+                await super().seek(tp, start)
+                offsets[tp] = start
         for tp, offset in offsets.items():
             if self._in_order(tp.topic):
                 self._cursors.sought(TP(tp.topic, tp.partition), offset, now)

@@ -91,8 +91,11 @@ class Cursors:
         return self._owed.get(tp)
 
     def sought(self, tp: Hashable, offset: int | None, now: float) -> None:
-        """The consumer sought the partition to ``offset`` (``None``: to wherever its
-        reset policy puts it, so the first record to come is owed)."""
+        """The consumer sought the partition to ``offset``. ``None`` (no offset known)
+        leaves nothing owed, and so nothing delivered, until a seek to a known offset:
+        taking "whatever record comes first" as the start let a record far ahead in
+        (a leg the worker had just sent itself, when the committed offset could not be
+        read), and the account's earlier inputs then looked applied."""
         self._seeking.discard(tp)
         if offset is None or offset < 0:
             self._owed.pop(tp, None)
@@ -125,9 +128,14 @@ class Cursors:
 
     def on_record(self, tp: Hashable, offset: int, now: float) -> Verdict:
         owed = self._owed.get(tp)
-        if owed is not None and offset > owed:
+        if owed is None:
+            # Assigned, but not yet sought: where this partition starts is not known, so
+            # no record of it is known to be next. Skipped; the seek that follows every
+            # assignment says where to start, and the consumer reads again from there.
+            return SKIP
+        if offset > owed:
             owed = self._owed[tp] = self._past_invisible(tp, owed)
-        if owed is None or offset == owed:
+        if offset == owed:
             self._owed[tp] = offset + 1
             self._moved[tp] = now
             self._seeking.discard(tp)

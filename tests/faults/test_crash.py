@@ -9,6 +9,8 @@ goes on: on the same data directory (and killed a second time while it catches u
 what arrived meanwhile), or on a new, empty one (its tables then come back from the
 changelogs alone).
 
+Run on Tansu and on a single Apache Kafka node (skipped there without Java 17).
+
 When everything is quiet: every command has exactly one terminal outcome, the one the
 reference model (``support.load.ReferenceBank``) expects; the balances folded from the
 event log and those the worker answers over HTTP equal the reference; nothing is in
@@ -19,12 +21,17 @@ model in agreement.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from banking_app.operations.apache_kafka import KafkaNode
 from support.cluster import Broker, Worker
+from support.kafka import running
 from support.load import (
     EventLog,
     Feed,
@@ -46,13 +53,30 @@ def new_worker(broker: Broker, directory: Path) -> Worker:
     return Worker(broker, directory)
 
 
+@contextlib.contextmanager
+def started_broker(kind: str, request: pytest.FixtureRequest, directory: Path) -> Iterator[Any]:
+    """Tansu, or a single Apache Kafka node (skipped without Java 17)."""
+    if kind == "tansu":
+        with Broker.start() as broker:
+            yield broker
+    else:
+        libs = request.getfixturevalue("kafka_libs")
+        yield from running(KafkaNode(directory, libs=libs))
+
+
+@pytest.mark.parametrize("broker_kind", ["tansu", "kafka"])
 @pytest.mark.parametrize(
     ("seed", "data_dir", "interval"),
     [(11, "same", 0.1), (37, "new", 0.05)],
     ids=["same-data-dir-killed-twice", "new-empty-data-dir"],
 )
 async def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
-    tmp_path: Path, seed: int, data_dir: str, interval: float
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    seed: int,
+    data_dir: str,
+    interval: float,
+    broker_kind: str,
 ) -> None:
     """``same``: killed at a random point of the stream, restarted on its data directory,
     and killed again a random moment after it is back (while it catches up on what
@@ -67,7 +91,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     kill_at = rng.randint(STREAM // 8, STREAM // 3)
     second_kill_after = rng.uniform(0.0, 3.0)  # seconds after the first restart is ready
 
-    with Broker.start() as broker:
+    with started_broker(broker_kind, request, tmp_path / "kafka") as broker:
         first = new_worker(broker, tmp_path / "worker")
         workers = [first]
         try:

@@ -191,7 +191,20 @@ def test_nothing_is_owed_for_a_partition_after_it_is_revoked() -> None:
 
     assert cursors.owed(TP) is None
     assert cursors.stalled(now=100.0) == []
-    assert cursors.on_record(TP, 30, now=0.0) == Verdict(Action.DELIVER)
+
+
+def test_no_record_is_delivered_before_the_seek_says_where_a_partition_starts() -> None:
+    cursors = Cursors()
+    cursors.forget([TP])  # newly assigned
+    # A record far ahead (a leg the worker just sent itself) comes before the seek: it
+    # is not taken for the start, or everything below it would look applied.
+    assert cursors.on_record(TP, 30, now=0.0) == Verdict(Action.SKIP)
+    cursors.sought(TP, None, now=0.0)  # no offset known: still nothing owed
+    assert cursors.on_record(TP, 30, now=0.0) == Verdict(Action.SKIP)
+    cursors.sought(TP, 17, now=0.0)
+    assert cursors.on_record(TP, 30, now=0.0) == Verdict(Action.SEEK, 17)
+    cursors.seeking_back(TP, now=0.0)
+    assert cursors.on_record(TP, 17, now=0.0) == Verdict(Action.DELIVER)
 
 
 def test_a_lost_seek_back_is_made_again_and_nothing_is_skipped() -> None:
