@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,14 +120,40 @@ async def read_all(bootstrap: str, topic: str, partitions: int) -> list[bytes]:
 
 
 async def committed_offsets(bootstrap: str, topic: str, group: str, partitions: int) -> dict:
+    """The group's committed offsets, asked until every partition has one (or TIMEOUT):
+    a broker just restarted answers None while it loads ``__consumer_offsets``."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
     await consumer.start()
+    deadline = time.monotonic() + TIMEOUT
     try:
-        return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
+        while True:
+            offsets = {
+                p: await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)
+            }
+            if None not in offsets.values() or time.monotonic() > deadline:
+                return offsets
+            await asyncio.sleep(1)
     finally:
         await consumer.stop()
+
+
+async def described(bootstrap: str, topic: str, partitions: int) -> dict:
+    """The topic as the admin client describes it, asked until every partition has a
+    leader (or TIMEOUT): a topic just created is described before all are placed."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            [description] = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        placed = [p for p in description["partitions"] if p["leader"] >= 0]
+        if len(placed) == partitions or time.monotonic() > deadline:
+            return description  # type: ignore[no-any-return]
+        await asyncio.sleep(1)
 
 
 def values(prefix: str, count: int) -> list[bytes]:
@@ -223,10 +250,10 @@ async def test_a_replicated_topic_survives_one_node_killed(cluster: KafkaCluster
         replication=3,
         configs={"min.insync.replicas": "2"},
     )
+    description = await described(cluster.bootstrap, topic, 3)
     admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
     await admin.start()
     try:
-        [description] = await admin.describe_topics([topic])
         [config] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
     finally:
         await admin.close()
