@@ -47,7 +47,7 @@ from banking_app.runtime.retries import (
     until_handled,
 )
 from banking_app.runtime.settings import settings
-from banking_app.runtime.streams import abandon, takes
+from banking_app.runtime.streams import let_go, takes
 from banking_app.runtime.tables import read_json, stage_json
 from banking_app.runtime.topics import (
     OUTPUT_TOPICS,
@@ -207,7 +207,7 @@ class CommandProcessor:
             discard=drop_staged(TABLES),
             stop_worker=app.crash,
             stopping=stopping_or_rebalancing,
-            abandon=partial(abandon, events),
+            abandon=partial(let_go, events),
         )
 
     async def handle_batch(self, events: Sequence[EventT]) -> list[Handled]:

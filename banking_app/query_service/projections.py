@@ -35,7 +35,7 @@ from banking_app.runtime.retries import (
     until_handled,
 )
 from banking_app.runtime.settings import settings
-from banking_app.runtime.streams import abandon, takes
+from banking_app.runtime.streams import let_go, takes
 from banking_app.runtime.tables import new_table, read_json, stage_json
 from banking_app.runtime.topics import (
     ACCOUNT_VIEWS_TABLE,
@@ -179,7 +179,7 @@ async def retried(
         discard=drop_staged(tables),
         stop_worker=app.crash,
         stopping=stopping_or_rebalancing,
-        abandon=partial(abandon, records),
+        abandon=partial(let_go, records),
     )
 
 

@@ -11,7 +11,7 @@ an agent hands each take to ``until_handled``:
   harmless: ``decide`` is deterministic and every input is applied at most once, so
   events already published are published again identically, and readers dedupe them.
 - when the worker is stopping, or a rebalance has begun, it is not tried again: it
-  is abandoned (``streams.abandon``), ``TakeInterrupted`` is raised, and the take stays
+  is abandoned (``streams.let_go``), ``TakeInterrupted`` is raised, and the take stays
   unacknowledged. Faust's stop and
   rebalance wait for every record handed to the agents to be acknowledged or dropped
   (``Consumer.wait_empty``), so a retrying take would hold them up for a minute; the

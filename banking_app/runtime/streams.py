@@ -152,12 +152,6 @@ class QuietTakeStream(faust.Stream):
             count = len(events)
 
 
-def abandon(events: Sequence[EventT]) -> None:
-    """Let go of a take without acknowledging it: it is not committed, and is read again
-    before anything behind it is taken (``let_go``)."""
-    let_go(events)
-
-
 def let_go(events: Sequence[EventT]) -> None:
     """Events handed to a stream that will not be handled (an abandoned take, a take
     held by an agent that crashed, a record refused by ``admitted``).

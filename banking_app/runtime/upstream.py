@@ -114,12 +114,12 @@ HOOKS = (
     Hook(FAUST, faust_consumer.Consumer, "_read_offset", IN_ORDER, on_instances=True),
     Hook(FAUST, faust_consumer.Consumer, "_commit_every", IN_ORDER, on_instances=True),
     Hook(FAUST, faust_consumer.Consumer, "_n_acked", IN_ORDER),
-    # streams.abandon: a take left unacknowledged no longer holds up a stop or rebalance.
+    # streams.let_go: a take left unacknowledged no longer holds up a stop or rebalance.
     Hook(
         FAUST,
         faust_consumer.Consumer,
         "_unacked_messages",
-        "streams.abandon",
+        "streams.let_go",
         on_instances=True,
         called_from=(faust_consumer.Consumer, "wait_empty"),
     ),
