@@ -11,7 +11,7 @@ Records keep their order within each partition, which is all Kafka orders anyway
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -95,22 +95,9 @@ async def produce(records: Iterable[Outgoing]) -> dict[TopicPartition, int]:
 _KNOWN: set[str] = set()
 
 
-def producer_running() -> bool:
-    """Whether the worker's producer has started (not in the agent unit tests)."""
-    try:
-        app.producer._ensure_producer()
-    except NotReady:
-        return False
-    return True
-
-
-def known(topic: str) -> bool:
-    """Whether ``known_to_producer`` has seen ``topic`` into the producer's metadata."""
-    return topic in _KNOWN
-
-
-async def known_to_producer(topic: str) -> None:
-    """Wait until the producer's metadata holds ``topic``.
+async def known_to_producer(topic: str, made: Callable[[], bool]) -> bool:
+    """Wait until the producer's metadata holds ``topic``; False, asking nothing, while
+    ``made()`` says the topic may not exist yet.
 
     Faust finds the worker that owns a table key (``app.router.key_store``, behind the
     query views and ``?wait`` lookups) through the producer's partitioner, which reads
@@ -118,15 +105,18 @@ async def known_to_producer(topic: str) -> None:
     cluster the cache is filled before Faust creates the changelog topics and refreshed
     only every ``metadata_max_age_ms`` (five minutes): every query was a 500 until
     then. aiokafka's ``partitions_for`` adds the topic and waits for its metadata; once
-    per topic. Only for topics that exist (``web.lookups.routable`` waits for the
-    worker's tables): a metadata request for a topic not made yet could make it, on a
-    broker that creates topics on request, with the broker's partition count.
+    per topic. Only once the topic is made (``made``): a metadata request for a topic
+    not made yet could make it, on a broker that creates topics on request, with the
+    broker's partition count.
     """
     if topic in _KNOWN:
-        return
+        return True
     try:
         producer = app.producer._ensure_producer()
-    except NotReady:  # no producer yet (a worker starting): the router fails on its own
-        return
+    except NotReady:  # no producer (the agent unit tests): no metadata to load
+        return True
+    if not made():
+        return False
     await producer.partitions_for(topic)
     _KNOWN.add(topic)
+    return True

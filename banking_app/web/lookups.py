@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from banking_app.runtime.faust_app import app
-from banking_app.runtime.produce import known, known_to_producer, producer_running
+from banking_app.runtime.produce import known_to_producer
 from banking_app.runtime.settings import settings
 from banking_app.runtime.tables import BatchedTable, get_json
 from banking_app.runtime.topics import ACCOUNT_VIEWS_TABLE, COMMAND_OUTCOMES_TABLE
@@ -72,15 +72,10 @@ async def routable(table: BatchedTable) -> None:
     the producer's metadata (``runtime.produce.known_to_producer``). Until the worker's
     tables are first ready that topic may not exist yet: a 503 ``worker-starting``."""
     topic = table.changelog_topic.get_topic_name()
-    if known(topic):
-        return
-    if not producer_running():
-        return  # no broker (the unit tests): the router answers for itself
-    if not app.tables.recovery.completed.is_set():
+    if not await known_to_producer(topic, app.tables.recovery.completed.is_set):
         raise Problem(
             503, "the worker is starting: its tables are not ready yet", slug="worker-starting"
         )
-    await known_to_producer(topic)
 
 
 async def lookup(table: BatchedTable, key: str, path: str) -> dict[str, Any] | None:

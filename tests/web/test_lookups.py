@@ -20,6 +20,7 @@ import pytest
 from yarl import URL
 
 from banking_app.query_service.projections import command_outcomes_table
+from banking_app.runtime import produce
 from banking_app.runtime.faust_app import app
 from banking_app.web import lookups
 from banking_app.web.problems import Problem
@@ -210,3 +211,47 @@ async def test_a_wait_answers_once_the_account_shows_the_outcome(
     outcomes(monkeypatch, terminal)
     monkeypatch.setattr(lookups, "account", account)
     assert await lookups.wait_for_outcome("cmd", 30) == DEPOSITED
+
+
+class RecordingProducer:
+    """Stands in for the worker's aiokafka producer: records the topics asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        self.asked.append(topic)
+        return {0}
+
+
+@pytest.fixture()
+def producer(monkeypatch: pytest.MonkeyPatch) -> RecordingProducer:
+    recording = RecordingProducer()
+    monkeypatch.setattr(app.producer, "_ensure_producer", lambda: recording)
+    monkeypatch.setattr(produce, "_KNOWN", set())
+    return recording
+
+
+def tables_ready(monkeypatch: pytest.MonkeyPatch, ready: bool) -> None:
+    monkeypatch.setattr(app.tables.recovery.completed, "is_set", lambda: ready)
+
+
+async def test_a_lookup_while_the_worker_starts_is_a_503_and_asks_about_no_topic(
+    monkeypatch: pytest.MonkeyPatch, producer: RecordingProducer
+) -> None:
+    tables_ready(monkeypatch, False)
+    with pytest.raises(Problem) as raised:
+        await lookups.lookup(command_outcomes_table, "k", "/commands/k")
+    assert (raised.value.status, raised.value.slug) == (503, "worker-starting")
+    assert "worker-starting" in lookups.RETRIED  # a ?wait keeps waiting
+    # Asking a broker that creates topics on request would make it with one partition.
+    assert producer.asked == []
+
+
+async def test_once_the_tables_are_ready_the_changelog_is_loaded_into_metadata_once(
+    monkeypatch: pytest.MonkeyPatch, producer: RecordingProducer
+) -> None:
+    tables_ready(monkeypatch, True)
+    await lookups.routable(command_outcomes_table)
+    await lookups.routable(command_outcomes_table)
+    assert producer.asked == [command_outcomes_table.changelog_topic.get_topic_name()]
