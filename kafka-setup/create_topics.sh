@@ -7,7 +7,9 @@
 # events is kept forever (it is the source of truth); commands for
 # BANKING_COMMANDS_RETENTION_MS (default 7 days); the dead letters forever.
 # Uses kafka-topics.sh when it is on PATH or under $KAFKA_HOME, and the app's own
-# admin command (`banking-app create-topics`) otherwise. Existing topics are kept.
+# admin command (`banking-app create-topics`) otherwise, which makes the workers' own
+# topics too (command-outcome-events, the tables' changelogs); a worker makes any that
+# are missing before it subscribes. Existing topics are kept.
 set -euo pipefail
 
 partitions=${BANKING_PARTITIONS:-8}

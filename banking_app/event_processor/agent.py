@@ -50,7 +50,6 @@ from banking_app.runtime.settings import settings
 from banking_app.runtime.streams import let_go, takes
 from banking_app.runtime.tables import read_json, stage_json
 from banking_app.runtime.topics import (
-    OUTPUT_TOPICS,
     commands_topic,
     dead_letters_topic,
     events_topic,
@@ -484,7 +483,7 @@ LEG_TYPES = frozenset(name for name, cls in COMMAND_TYPES.items() if not cls.pub
 #: The command side's tables, written by this agent alone.
 TABLES = (accounts_table, command_offsets_table)
 
-processor = CommandProcessor(KafkaOutbox(OUTPUT_TOPICS))
+processor = CommandProcessor(KafkaOutbox())
 
 
 def _place(source: Input) -> dict[str, Any]:

@@ -124,7 +124,7 @@ async def dev(
     ),
 )
 async def create_topics(self: object, partitions: int, replication_factor: int) -> None:
-    """Create commands, events and commands-dlq with their configs (existing ones are kept)."""
+    """Create every topic the bank uses, with its configs (existing ones are kept)."""
     for line in await topic_admin.create_topics(settings, partitions, replication_factor):
         print(line)
 

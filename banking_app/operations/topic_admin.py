@@ -1,40 +1,35 @@
-"""Topic administration with a plain Kafka admin client (for clusters without kafka-topics.sh)."""
+"""``banking-app create-topics``: every topic the bank uses, made with a plain Kafka admin
+client, for clusters without ``kafka-topics.sh`` and for operators who create topics
+ahead of the workers (``auto.create.topics.enable=false``)."""
 
 from __future__ import annotations
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from dataclasses import replace
 
+from banking_app.app import app  # every agent and table registered
+from banking_app.runtime.declare import TopicMismatch, TopicSpec, declare
 from banking_app.runtime.settings import Settings
 
 
-def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
-    """Each topic the bank owns and its configs: events forever, commands for a while."""
-    return {
-        "commands": {"retention.ms": str(settings.commands_retention_ms)},
-        "events": {"retention.ms": "-1", "retention.bytes": "-1"},
-        "commands-dlq": {"retention.ms": "-1"},
-    }
+def topic_specs(partitions: int, replication_factor: int) -> list[TopicSpec]:
+    """The topics a worker declares (``BankApp.topic_specs``), with the partition count
+    and replication factor asked for: events kept forever, commands for a while, the
+    changelogs compacted."""
+    return [
+        replace(spec, partitions=partitions, replication=replication_factor)
+        for spec in app.topic_specs(partitions, replication_factor)
+    ]
 
 
 async def create_topics(settings: Settings, partitions: int, replication_factor: int) -> list[str]:
-    client = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await client.start()
-    report = []
+    specs = topic_specs(partitions, replication_factor)
     try:
-        for name, config in topic_specs(settings).items():
-            topic = NewTopic(name, partitions, replication_factor, topic_configs=config)
-            try:
-                response = await client.create_topics([topic])
-                codes = {error[1]: error[2] for error in response.topic_errors}
-            except TopicAlreadyExistsError:
-                codes = {TopicAlreadyExistsError.errno: "exists"}
-            if TopicAlreadyExistsError.errno in codes:
-                report.append(f"{name}: exists (kept as it is)")
-            elif set(codes) - {0}:
-                raise SystemExit(f"{name}: the broker refused to create it: {codes}")
-            else:
-                report.append(f"{name}: created, {partitions} partitions, {config}")
-    finally:
-        await client.close()
-    return report
+        fate = await declare(settings.bootstrap_servers, specs)
+    except TopicMismatch as exc:
+        raise SystemExit(str(exc)) from None
+    return [
+        f"{spec.name}: created, {spec.partitions} partitions, {dict(spec.config)}"
+        if fate[spec.name] == "created"
+        else f"{spec.name}: exists (kept as it is)"
+        for spec in specs
+    ]

@@ -40,7 +40,6 @@ from banking_app.runtime.tables import new_table, read_json, stage_json
 from banking_app.runtime.topics import (
     ACCOUNT_VIEWS_TABLE,
     COMMAND_OUTCOMES_TABLE,
-    OUTPUT_TOPICS,
     TRANSACTIONS_TABLE,
     events_topic,
     hash_partition,
@@ -141,7 +140,7 @@ class AccountProjection:
             stage_json(account_views_table, account_id, view, partition)
 
 
-outbox = KafkaOutbox(OUTPUT_TOPICS)
+outbox = KafkaOutbox()
 
 
 def folded(fold: Callable[[faust.types.Message], T], message: faust.types.Message) -> T | None:

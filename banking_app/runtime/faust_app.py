@@ -10,6 +10,7 @@ import faust
 from faust.types.enums import ProcessingGuarantee
 
 from banking_app.runtime.broker_wait import wait_for_broker
+from banking_app.runtime.declare import TopicSpec, declare, spec_of
 from banking_app.runtime.settings import settings, unsupported_guarantee
 from banking_app.runtime.transport import Transport
 
@@ -58,6 +59,9 @@ class BankApp(faust.App):
         #: aiohttp middlewares for the web server, added by the assembly
         #: (``banking_app.app``): the runtime knows no HTTP view of its own.
         self.web_middlewares: list[Any] = []
+        #: The topics the bank owns besides the tables' changelogs (``runtime.topics``):
+        #: made before the consumer subscribes (``banking_app.runtime.declare``).
+        self.bank_topics: list[faust.TopicT] = []
         self.on_rebalance_complete.connect(self._after_first_recovery)
 
     def _new_transport(self) -> Transport:
@@ -82,7 +86,21 @@ class BankApp(faust.App):
     async def on_first_start(self) -> None:
         settings.leg_key_bytes()  # refuse to start without the key that seals saga legs
         await wait_for_broker(settings.bootstrap_servers)
+        await self.declare_topics()
         await super().on_first_start()
+
+    def topic_specs(self, partitions: int, replication: int) -> list[TopicSpec]:
+        """Every topic the worker reads or writes: the bank's and the tables' changelogs."""
+        topics = [*self.bank_topics, *(table.changelog_topic for table in self.tables.values())]
+        return [spec_of(topic, partitions, replication) for topic in topics]
+
+    async def declare_topics(self) -> None:
+        """Make every topic the worker reads or writes, and wait for their leaders."""
+        conf = self.conf
+        specs = self.topic_specs(conf.topic_partitions, conf.topic_replication_factor)
+        fate = await declare(settings.bootstrap_servers, specs)
+        made = sorted(name for name, done in fate.items() if done == "created")
+        self.log.info("topics ready: %d existed, made %s", len(fate) - len(made), made or "none")
 
 
 app = BankApp(

@@ -8,7 +8,6 @@ state that says they were produced is written.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -78,24 +77,10 @@ class Outbox(Protocol):
 
 
 class KafkaOutbox:
-    def __init__(self, topics: tuple[faust.TopicT, ...]) -> None:
-        self._undeclared = topics
-        self._lock = asyncio.Lock()
-
-    async def _declare(self) -> None:
-        """Create the output topics with our partitions before the first send.
-
-        Faust declares only the topics it consumes; a broker that auto-creates topics
-        on first produce would otherwise pick its own partition count.
-        """
-        async with self._lock:
-            for topic in self._undeclared:
-                await topic.maybe_declare()
-            self._undeclared = ()
+    """The outbox on the app's producer. Its topics exist already: the worker makes every
+    topic it writes before it starts (``banking_app.runtime.declare``)."""
 
     async def publish(self, records: list[Record], fault: str | None = None) -> None:
-        if self._undeclared:
-            await self._declare()
         if fault is not None and faults.active:
             try:
                 faults.check(fault)

@@ -37,10 +37,11 @@ class RawSchema(faust.Schema):
 def raw_topic(name: str, **options: Any) -> faust.TopicT:
     """A topic of raw-bytes keys and values, with the app's partition count.
 
-    ``internal``: Faust declares it (partitions, configs) itself, rather than letting a
-    broker auto-create it with the broker's default partition count.
+    Each is made, with its partitions and configs, before the worker subscribes
+    (``BankApp.declare_topics``), rather than auto-created by a broker with the broker's
+    default partition count. ``internal`` lets Faust declare it too, which then finds it.
     """
-    return app.topic(
+    topic = app.topic(
         name,
         schema=RawSchema(
             key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
@@ -49,6 +50,8 @@ def raw_topic(name: str, **options: Any) -> faust.TopicT:
         internal=True,
         **options,
     )
+    app.bank_topics.append(topic)
+    return topic
 
 
 commands_topic = raw_topic("commands", retention=settings.commands_retention_ms / 1000.0)
@@ -58,7 +61,6 @@ dead_letters_topic = raw_topic("commands-dlq", config={"retention.ms": "-1"})
 #: The events that make up command outcomes, re-keyed by command id, so that the
 #: command-outcomes table (and so ``GET /commands/{id}``) is partitioned by command id.
 outcome_events_topic = raw_topic("command-outcome-events")
-OUTPUT_TOPICS = (events_topic, dead_letters_topic, commands_topic, outcome_events_topic)
 
 # Table names, here so that a service can find another's table in ``app.tables`` (and
 # route to its owner) without importing that service.
