@@ -21,17 +21,13 @@ model in agreement.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from banking_app.operations.apache_kafka import KafkaNode
+from support.brokers import BROKER_KINDS, started_broker
 from support.cluster import Broker, Worker
-from support.kafka import running
 from support.load import (
     EventLog,
     Feed,
@@ -53,18 +49,7 @@ def new_worker(broker: Broker, directory: Path) -> Worker:
     return Worker(broker, directory)
 
 
-@contextlib.contextmanager
-def started_broker(kind: str, request: pytest.FixtureRequest, directory: Path) -> Iterator[Any]:
-    """Tansu, or a single Apache Kafka node (skipped without Java 17)."""
-    if kind == "tansu":
-        with Broker.start() as broker:
-            yield broker
-    else:
-        libs = request.getfixturevalue("kafka_libs")
-        yield from running(KafkaNode(directory, libs=libs))
-
-
-@pytest.mark.parametrize("broker_kind", ["tansu", "kafka"])
+@pytest.mark.parametrize("broker_kind", BROKER_KINDS)
 @pytest.mark.parametrize(
     ("seed", "data_dir", "interval"),
     [(11, "same", 0.1), (37, "new", 0.05)],
