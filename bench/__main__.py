@@ -1,6 +1,7 @@
 """``python -m bench`` (or ``make bench``): the benchmark of record.
 
-Starts the embedded broker and a worker, then measures in one run, so every figure is
+Starts a broker (Apache Kafka where Java 17 is present, else the embedded Tansu; or
+each of ``--broker kafka,tansu`` in turn) and a worker, then measures in one run, so every figure is
 comparable: deposits/s and transfers/s end to end (first send until the read model shows
 the last outcome), query latency under the deposit load, the two baselines, and growth
 with the number of accounts. Prints a table and writes docs/BENCHMARKS.md.
@@ -12,9 +13,32 @@ import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
+from banking_app.operations import apache_kafka
 from bench.report import write_report
-from bench.scenarios import Config, run_all
+from bench.scenarios import BROKER_NAMES, Config, log, run_all
+
+
+def brokers(asked: str) -> tuple[list[str], Path | None]:
+    """The brokers to run on, and Kafka's jars when one of them is Kafka. ``auto``:
+    Kafka where Java 17 and its jars are at hand (fetched once), Tansu otherwise."""
+    kinds = [kind.strip() for kind in asked.split(",") if kind.strip()]
+    if kinds == ["auto"]:
+        kinds = ["kafka" if apache_kafka.java_available() else "tansu"]
+    unknown = set(kinds) - set(BROKER_NAMES)
+    if unknown or not kinds:
+        raise SystemExit(f"--broker: kafka, tansu or both, comma-separated; not {asked!r}")
+    if "kafka" not in kinds:
+        return kinds, None
+    try:
+        libs = apache_kafka.ensure_kafka_libs()
+    except apache_kafka.KafkaError as exc:
+        if asked != "auto":
+            raise SystemExit(f"--broker kafka cannot run: {exc}") from None
+        log(f"Apache Kafka cannot run ({exc}); measuring on Tansu")
+        return ["tansu"], None
+    return kinds, libs
 
 
 def parse(argv: list[str]) -> Config:
@@ -40,6 +64,12 @@ def parse(argv: list[str]) -> Config:
     )
     parser.add_argument("--growth-deposits", type=int, default=None)
     parser.add_argument(
+        "--broker",
+        default="auto",
+        help="kafka, tansu, or kafka,tansu for both in one run (the growth runs on the "
+        "first); default: kafka where Java 17 is present, else tansu",
+    )
+    parser.add_argument(
         "--output",
         default=None,
         help="markdown report to write (default docs/BENCHMARKS.md; '-' none)",
@@ -64,6 +94,7 @@ def parse(argv: list[str]) -> Config:
         growth_deposits=args.growth_deposits or (500 if quick else 20_000),
         trials=max(1, args.trials or (1 if quick else 3)),
     )
+    config.brokers, config.kafka_libs = brokers(args.broker)
     config.output = args.output or ("-" if quick else "docs/BENCHMARKS.md")
     return config
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from banking_app.runtime.settings import settings
-from bench.scenarios import Config, same_loop_env
+from bench.scenarios import BROKER_NAMES, Config, same_loop_env
 
 TARGETS = "3,000 deposits/s and >= 0.3 x baseline (a); 1,500 transfers/s; query p99 <= 10 ms"
 
@@ -87,28 +87,11 @@ def _p99s(trials: list[dict[str, Any]]) -> str:
     )
 
 
-def write_report(config: Config, r: dict[str, Any]) -> str:
+def _main_table(r: dict[str, Any]) -> list[str]:
     trials = r["trials"]
     raw = [t["raw_per_s"] for t in trials]
     naive = [t["naive_per_s"] for t in trials]
-    lines = [
-        "# Benchmarks",
-        "",
-        "Written by `make bench` (`python -m bench`); every figure below comes from one run, "
-        "on one machine, with the embedded broker (Tansu, memory storage) and the worker "
-        "sharing its cores. Rates are end to end: from the first command sent until the read "
-        "model shows the last outcome (baselines: until their last output record is on the "
-        "broker).",
-        "",
-        f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {machine()}",
-        f"- settings: {config.accounts} accounts, {config.deposits} deposits, "
-        f"{config.transfers} transfers, queries at {config.query_rate:.0f}/s, "
-        f"8 partitions, batch {settings.batch_size}, {len(trials)} trial(s), "
-        f"event loop {same_loop_env().get('FAUST_LOOP', 'aio')} (worker and baselines)"
-        + (" (quick mode)" if config.quick else ""),
-        f"- targets (issue 5): {TARGETS}",
-        "",
+    return [
         "| measure | result | ratio |",
         "|---|---|---|",
         f"| worker ready after start | {r['ready_s']:.1f} s | |",
@@ -124,8 +107,34 @@ def write_report(config: Config, r: dict[str, Any]) -> str:
         f"{_ratio(trials, 'naive_per_s', 'raw_per_s'):.2f} x (a) |",
         f"| worker peak RSS | {max(t['peak_rss_mib'] or 0 for t in trials):.0f} MiB | |",
         f"| `replay --verify` after the load | {r['verify']} | |",
+    ]
+
+
+def write_report(config: Config, r: dict[str, Any]) -> str:
+    first = next(iter(r["brokers"]))
+    lines = [
+        "# Benchmarks",
         "",
-        "## Growth",
+        "Written by `make bench` (`python -m bench`); every figure below comes from one run, "
+        "on one machine, with the broker each section names and the worker sharing its "
+        "cores. Rates are end to end: from the first command sent until the read model "
+        "shows the last outcome (baselines: until their last output record is on the "
+        "broker). Compare figures within one broker's section: each has its own baselines.",
+        "",
+        f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {machine()}",
+        f"- settings: {config.accounts} accounts, {config.deposits} deposits, "
+        f"{config.transfers} transfers, queries at {config.query_rate:.0f}/s, "
+        f"8 partitions, batch {settings.batch_size}, {config.trials} trial(s), "
+        f"event loop {same_loop_env().get('FAUST_LOOP', 'aio')} (worker and baselines)"
+        + (" (quick mode)" if config.quick else ""),
+        f"- targets (issue 5): {TARGETS}",
+    ]
+    for kind, phase in r["brokers"].items():
+        lines += ["", f"## On {BROKER_NAMES[kind]}", "", *_main_table(phase)]
+    lines += [
+        "",
+        f"## Growth (on {BROKER_NAMES[first]})",
         "",
         "| accounts | opened /s | deposits /s | queries during deposits | "
         "recovery, empty data dir | restart, same data dir | peak RSS | RSS after recovery |",

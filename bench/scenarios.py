@@ -4,6 +4,7 @@ effect the user cares about is visible (the read model, or the baseline's output
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -13,12 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from banking_app.operations.apache_kafka import KAFKA_VERSION, KafkaNode
 from banking_app.operations.embedded_broker import free_port
 from banking_app.operations.launcher import default_loop
 from banking_app.operations.local_cluster import Broker, Worker
@@ -48,13 +51,38 @@ class Config:
     trials: int = 1
     output: str = "-"
     seed: int = 7
+    #: The brokers the main phase runs on, one after the other ("kafka", "tansu"); the
+    #: growth runs on the first.
+    brokers: list[str] = field(default_factory=lambda: ["tansu"])
+    kafka_libs: Path | None = None
+
+
+#: What the workers of the benchmark run against.
+AnyBroker = Broker | KafkaNode
+
+BROKER_NAMES = {
+    "kafka": f"Apache Kafka {KAFKA_VERSION} (one KRaft node, logs on disk)",
+    "tansu": "Tansu (the embedded broker, memory storage)",
+}
+
+
+@contextlib.contextmanager
+def started_broker(config: Config, kind: str, directory: Path) -> Iterator[AnyBroker]:
+    """A broker of ``kind`` for as long as the block runs: Tansu, or a Kafka node whose
+    log lives in ``directory``. Either serves ``url``/``bootstrap`` to the workers."""
+    if kind == "tansu":
+        with Broker.start() as broker:
+            yield broker
+    else:
+        with KafkaNode(directory, libs=config.kafka_libs) as node:
+            yield node
 
 
 @dataclass
 class Bank:
     """One broker and one worker, plus what the benchmark knows of each account's version."""
 
-    broker: Broker
+    broker: AnyBroker
     worker: Worker
     versions: dict[str, int] = field(default_factory=dict)
 
@@ -180,7 +208,7 @@ class QueryLoad:
         }
 
 
-def start_bank(broker: Broker, directory: Path) -> Bank:
+def start_bank(broker: AnyBroker, directory: Path) -> Bank:
     worker = Worker(broker, directory, partitions=PARTITIONS, env={"BANKING_STORE": "rocksdb://"})
     worker.directory.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -198,7 +226,7 @@ def same_loop_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def raw_baseline(broker: Broker, n: int, run: str = "") -> float:
+async def raw_baseline(broker: AnyBroker, n: int, run: str = "") -> float:
     """Baseline (a): aiokafka consume → produce one event per command, no state."""
     source, target = f"raw-commands{run}", f"raw-events{run}"
     await create_topics(broker.bootstrap, [source, target], PARTITIONS)
@@ -218,7 +246,7 @@ async def raw_baseline(broker: Broker, n: int, run: str = "") -> float:
         loop.wait(30)
 
 
-async def naive_baseline(broker: Broker, n: int, directory: Path, run: str = "") -> float:
+async def naive_baseline(broker: AnyBroker, n: int, directory: Path, run: str = "") -> float:
     """Baseline (b): a Faust agent doing ``table[account] += amount`` and one send."""
     source, target = f"naive-commands{run}", f"naive-events{run}"
     await create_topics(broker.bootstrap, [source, target], PARTITIONS)
@@ -242,7 +270,7 @@ async def naive_baseline(broker: Broker, n: int, directory: Path, run: str = "")
         worker.wait(30)
 
 
-async def _timed(broker: Broker, source: str, target: str, n: int) -> float:
+async def _timed(broker: AnyBroker, source: str, target: str, n: int) -> float:
     watcher = Watcher(broker.bootstrap, target, count_reached(n))
     await watcher.start()
     records = [
@@ -270,7 +298,7 @@ def health_seconds(worker: Worker) -> float:
 
 
 async def growth(config: Config, size: int, root: Path, rng: random.Random) -> dict[str, Any]:
-    with Broker.start() as broker:
+    with started_broker(config, config.brokers[0], root / f"kafka-growth-{size}") as broker:
         bank = start_bank(broker, root / f"growth-{size}")
         try:
             opened = await open_accounts(bank, size, f"g{size}")
@@ -331,29 +359,36 @@ async def trial(
 
 async def run_all(config: Config) -> dict[str, Any]:
     rng = random.Random(config.seed)
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"brokers": {}}
     with tempfile.TemporaryDirectory(prefix="banking-bench-") as tmp:
         root = Path(tmp)
-        with Broker.start() as broker:
-            bank = start_bank(broker, root / "main")
-            try:
-                results["ready_s"] = bank.ready_seconds  # type: ignore[attr-defined]
-                results["open_per_s"] = await open_accounts(bank, config.accounts, "m")
-                # Trials alternate the bank and the baselines, so a drift in the
-                # machine's speed reaches both, and the median of each is reported.
-                results["trials"] = [
-                    await trial(config, bank, root, rng, index)
-                    for index in range(1, config.trials + 1)
-                ]
-                bank.worker.start()  # finishes the legs of the last transfers
-                results["verify"] = _verify(broker)
-            finally:
-                bank.worker.stop()
+        for kind in config.brokers:
+            log(f"main phase on {BROKER_NAMES[kind]}")
+            results["brokers"][kind] = await main_phase(config, kind, root / kind, rng)
         results["growth"] = [await growth(config, size, root, rng) for size in config.growth]
     return results
 
 
-def _verify(broker: Broker, attempts: int = 5) -> str:
+async def main_phase(config: Config, kind: str, root: Path, rng: random.Random) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with started_broker(config, kind, root / "kafka") as broker:
+        bank = start_bank(broker, root / "main")
+        try:
+            results["ready_s"] = bank.ready_seconds  # type: ignore[attr-defined]
+            results["open_per_s"] = await open_accounts(bank, config.accounts, "m")
+            # Trials alternate the bank and the baselines, so a drift in the machine's
+            # speed reaches both, and the median of each is reported.
+            results["trials"] = [
+                await trial(config, bank, root, rng, index) for index in range(1, config.trials + 1)
+            ]
+            bank.worker.start()  # finishes the legs of the last transfers
+            results["verify"] = _verify(broker)
+        finally:
+            bank.worker.stop()
+    return results
+
+
+def _verify(broker: AnyBroker, attempts: int = 5) -> str:
     """The books after the load: ``replay --verify`` must find nothing wrong.
 
     Settle legs may still be on their way when the last credit is visible, so a

@@ -37,13 +37,8 @@ def report(trials: list[dict], tmp_path: Path) -> str:
         trials=len(trials),
         output=str(tmp_path / "BENCHMARKS.md"),
     )
-    results = {
-        "ready_s": 1.0,
-        "open_per_s": 1.0,
-        "trials": trials,
-        "verify": "exit 0",
-        "growth": [],
-    }
+    phase = {"ready_s": 1.0, "open_per_s": 1.0, "trials": trials, "verify": "exit 0"}
+    results = {"brokers": {"tansu": phase}, "growth": []}
     return write_report(config, results)
 
 
@@ -81,3 +76,31 @@ def test_one_trial_reports_plain_figures(tmp_path: Path) -> None:
     text = report([trial(3000, 40000, 9)], tmp_path)
     assert "| 3,000 /s |" in row(text, "deposits")
     assert "median" not in text
+
+
+def test_each_broker_has_a_section_with_its_own_baselines(tmp_path: Path) -> None:
+    config = Config(
+        quick=False,
+        accounts=10,
+        deposits=10,
+        transfers=10,
+        query_rate=500,
+        growth=[],
+        growth_deposits=10,
+        trials=1,
+        output="-",
+    )
+    kafka = {"ready_s": 1.0, "open_per_s": 1.0, "verify": "exit 0"}
+    results = {
+        "brokers": {
+            "kafka": {**kafka, "trials": [trial(1000, 10000, 9)]},
+            "tansu": {**kafka, "trials": [trial(3000, 10000, 9)]},
+        },
+        "growth": [],
+    }
+    text = write_report(config, results)
+    kafka_part, tansu_part = text.split("## On Tansu")
+    assert "## On Apache Kafka" in kafka_part
+    assert "0.10 x (a)" in row(kafka_part.split("## On Apache Kafka")[1], "deposits")
+    assert "0.30 x (a)" in row(tansu_part, "deposits")
+    assert "## Growth (on Apache Kafka" in tansu_part
