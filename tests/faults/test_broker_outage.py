@@ -1,7 +1,14 @@
 """The broker unreachable: before the worker starts, and for a while under load.
 
+Run on Tansu and on a single Apache Kafka node (skipped there without Java 17).
+
+On Kafka the outage under load is the node going down and coming back: stopped
+(SIGTERM, a controlled shutdown) or killed (SIGKILL, a crash), and started again on its
+data directory after a while; it keeps its ports, cluster id, records and committed
+offsets, so the worker finds the same cluster again.
+
 The embedded broker (Tansu) keeps everything in memory, so restarting it loses every
-topic and offset: that is a new, empty cluster, not an outage. The outage here is
+topic and offset: that is a new, empty cluster, not an outage. On Tansu the outage is
 therefore simulated by pausing the broker process (SIGSTOP, then SIGCONT): connections
 stay open but nothing answers, as with a broker that hangs or a network partition.
 What happens on a real restart of the embedded broker (the worker's data directory must
@@ -16,6 +23,7 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,7 @@ import aiohttp
 import pytest
 
 from banking_app.operations import embedded_broker
+from support.brokers import BROKER_KINDS, kafka_node, started_broker
 from support.cluster import Broker, Worker
 from support.load import (
     EventLog,
@@ -37,17 +46,47 @@ from support.load import (
 
 pytestmark = pytest.mark.kafka
 
-#: Seconds the broker is paused: longer than the worker's session timeout (10 s) and
-#: than the 10 s a POST waits for the broker's acknowledgement.
+#: Seconds the broker is paused (Tansu) or down (Kafka, before it is started again):
+#: longer than the worker's session timeout (10 s) and than the 10 s a POST waits for the
+#: broker's acknowledgement.
 PAUSE = 15.0
 
 
-async def test_a_worker_started_before_its_broker_waits_for_it(tmp_path: Path) -> None:
+def broker_to_come(
+    kind: str, request: pytest.FixtureRequest, directory: Path
+) -> tuple[Any, Callable[[], None], Callable[[], None]]:
+    """A broker on a free port that nothing listens on yet, and how to start and stop it:
+    Tansu, or a single Kafka node in ``directory``."""
     port = embedded_broker.free_port()  # nothing listens here yet
+    if kind == "kafka":
+        node = kafka_node(request, directory, port=port)
+
+        def stop_node() -> None:
+            node.stop()
+            node.kill()
+
+        return node, node.start, stop_node
     broker = Broker(port, process=None)  # type: ignore[arg-type]
+
+    def start_tansu() -> None:
+        broker.process = embedded_broker.start_tansu(port)
+
+    def stop_tansu() -> None:
+        process: subprocess.Popen[bytes] | None = broker.process
+        if process is not None:
+            embedded_broker.stop(process)
+
+    return broker, start_tansu, stop_tansu
+
+
+@pytest.mark.parametrize("broker_kind", BROKER_KINDS)
+async def test_a_worker_started_before_its_broker_waits_for_it(
+    tmp_path: Path, request: pytest.FixtureRequest, broker_kind: str
+) -> None:
+    broker, start_broker, stop_broker = broker_to_come(broker_kind, request, tmp_path / "kafka")
+    port = broker.port
     worker = Worker(broker, tmp_path / "worker")
     worker.directory.mkdir()
-    process: subprocess.Popen[bytes] | None = None
     try:
         worker.start(wait=False)
         unreachable = f"Kafka at localhost:{port} is unreachable"
@@ -57,8 +96,7 @@ async def test_a_worker_started_before_its_broker_waits_for_it(tmp_path: Path) -
         assert worker.process is not None and worker.process.poll() is None
         assert worker.health() is None  # not serving yet
 
-        process = await asyncio.to_thread(embedded_broker.start_tansu, port)
-        broker.process = process
+        await asyncio.to_thread(start_broker)
         await asyncio.to_thread(worker.wait_ready)
         await wait_for_log(worker, f"Kafka at localhost:{port} answers again")
 
@@ -73,8 +111,7 @@ async def test_a_worker_started_before_its_broker_waits_for_it(tmp_path: Path) -
         await check_views(worker, work.bank)
     finally:
         worker.stop()
-        if process is not None:
-            embedded_broker.stop(process)
+        stop_broker()
 
 
 # ----------------------------------------------------------------- pause under load
@@ -165,8 +202,31 @@ class HttpFeed:
         await asyncio.wait_for(self.task, timeout)
 
 
-async def test_the_broker_paused_under_load_loses_nothing_and_applies_nothing_twice(
-    tmp_path: Path,
+async def outage(broker: Any, kind: str) -> None:
+    """The broker unreachable for ``PAUSE`` seconds, then back: ``paused`` (SIGSTOP, then
+    SIGCONT), or a Kafka node ``stopped`` (SIGTERM) or ``killed`` (SIGKILL) and started
+    again on its data directory (ready once it serves as a broker again)."""
+    if kind == "paused":
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(PAUSE)
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        return
+    await asyncio.to_thread(broker.stop if kind == "stopped" else broker.kill)
+    assert not broker.running
+    await asyncio.sleep(PAUSE)
+    await asyncio.to_thread(broker.start)
+
+
+@pytest.mark.parametrize(
+    ("broker_kind", "kind"),
+    # Tansu is paused rather than restarted: a restart empties it (see above).
+    [("tansu", "paused"), ("kafka", "stopped"), ("kafka", "killed")],
+    ids=["tansu-paused", "kafka-stopped", "kafka-killed"],
+)
+async def test_the_broker_down_under_load_loses_nothing_and_applies_nothing_twice(
+    tmp_path: Path, request: pytest.FixtureRequest, broker_kind: str, kind: str
 ) -> None:
     rng = random.Random(99)
     work = Workload("pause", rng, accounts=10)
@@ -174,7 +234,7 @@ async def test_the_broker_paused_under_load_loses_nothing_and_applies_nothing_tw
     stream = work.stream(150)
     pause_at = rng.randint(30, 60)
 
-    with Broker.start() as broker:
+    with started_broker(broker_kind, request, tmp_path / "kafka") as broker:
         worker = Worker(broker, tmp_path / "worker")
         worker.directory.mkdir()
         try:
@@ -184,11 +244,7 @@ async def test_the_broker_paused_under_load_loses_nothing_and_applies_nothing_tw
                 feed = HttpFeed(worker, stream, interval=0.05).start()
                 await feed.reached(pause_at)
 
-                os.kill(broker.process.pid, signal.SIGSTOP)
-                try:
-                    await asyncio.sleep(PAUSE)
-                finally:
-                    os.kill(broker.process.pid, signal.SIGCONT)
+                await outage(broker, kind)
 
                 await feed.finished()
                 assert worker.process is not None and worker.process.poll() is None, logs(worker)
