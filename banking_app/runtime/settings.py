@@ -108,6 +108,7 @@ class Settings:
     take_attempts: int
     leg_key: str
     take_retry_backoff: float
+    bulk_restore: int
 
     def leg_key_bytes(self) -> bytes:
         """``BANKING_LEG_KEY``, or a clear stop: a worker cannot seal legs without it."""
@@ -184,6 +185,10 @@ def load() -> Settings:
         # the same on every worker of a bank, and known to no client. Checked at start.
         leg_key=os.environ.get("BANKING_LEG_KEY", ""),
         take_retry_backoff=_float("BANKING_TAKE_RETRY_BACKOFF", 0.1, minimum=0),
+        # A starting worker reads what its tables lack of their changelogs in bulk before
+        # it joins its group (banking_app.runtime.restore): each partition this many
+        # records or more behind. Fewer are left to Faust's recovery; 0 leaves it all.
+        bulk_restore=_int("BANKING_BULK_RESTORE", 1000, minimum=0),
     )
 
 

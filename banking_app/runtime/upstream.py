@@ -54,6 +54,7 @@ THREAD = "banking_app.runtime.transport (its consumer thread: fetch wait, true e
 TAKES = "banking_app.runtime.streams (quiet takes, acknowledged once handled)"
 TABLES = "banking_app.runtime.tables (a take's table writes as one RocksDB batch)"
 PRODUCE = "banking_app.runtime.produce (a take's records as one batch per partition)"
+RESTORE = "banking_app.runtime.restore (tables restored in bulk before the worker joins)"
 
 
 class UpstreamChanged(RuntimeError):
@@ -208,6 +209,16 @@ HOOKS = (
         "offset_key",
         TABLES,
         called_from=(faust_rocksdb.Store, "persisted_offset"),
+    ),
+    # restore: writes a store's partitions as apply_changelog_batch does, with the
+    # persisted offset Faust's recovery starts from (and _dbs, _db_for_partition above).
+    Hook(FAUST, faust_rocksdb.Store, "apply_changelog_batch", RESTORE),
+    Hook(
+        FAUST,
+        faust_rocksdb.Store,
+        "offset_key",
+        RESTORE,
+        called_from=(faust_rocksdb.Store, "set_persisted_offset"),
     ),
     # produce: the aiokafka producer behind Faust's, and its batch interface.
     Hook(FAUST, faust_driver.Producer, "_ensure_producer", PRODUCE),
