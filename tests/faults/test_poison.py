@@ -6,6 +6,8 @@ tombstone) must each end up on ``commands-dlq`` with the reason, and with a
 ``CommandRejected`` (``MALFORMED_COMMAND``) when a command id can be read from them; the
 good commands around them must each be applied exactly once; and the worker must never
 stop.
+
+Run on Tansu and on a single Apache Kafka node (skipped there without Java 17).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import orjson
 import pytest
 
 from banking_app.runtime.codec import DEAD_LETTER_VALUE_BYTES
-from support.cluster import Broker, Client, Worker, command
+from support.brokers import BROKER_KINDS, started_broker
+from support.cluster import Client, Worker, command
 from support.load import (
     EventLog,
     Producer,
@@ -133,8 +136,9 @@ def poisons(account: str) -> list[Poison]:
     ]
 
 
+@pytest.mark.parametrize("broker_kind", BROKER_KINDS)
 async def test_poison_goes_to_the_dead_letter_topic_and_good_commands_apply_once(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest, broker_kind: str
 ) -> None:
     rng = random.Random(4242)
     work = Workload("poison", rng, accounts=6, duplicate_share=0.0)
@@ -156,7 +160,7 @@ async def test_poison_goes_to_the_dead_letter_topic_and_good_commands_apply_once
             sends.append((None, dumps(unkeyed)))
     sends += [(poison.key, poison.value) for poison in queue]
 
-    with Broker.start() as broker:
+    with started_broker(broker_kind, request, tmp_path / "kafka") as broker:
         worker = Worker(broker, tmp_path / "worker")
         worker.directory.mkdir()
         try:
@@ -211,15 +215,16 @@ async def test_poison_goes_to_the_dead_letter_topic_and_good_commands_apply_once
             worker.stop()
 
 
+@pytest.mark.parametrize("broker_kind", BROKER_KINDS)
 async def test_a_900_kb_binary_value_is_dead_lettered_and_processing_goes_on(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest, broker_kind: str
 ) -> None:
     work = Workload("big", random.Random(3), accounts=4, duplicate_share=0.0)
     creations, deposits = work.opening()
     later = [work.deposit(account, 10) for account in work.account_ids]
     garbage = random.Random(9).randbytes(900_000)  # not UTF-8: dead-lettered as base64
 
-    with Broker.start() as broker:
+    with started_broker(broker_kind, request, tmp_path / "kafka") as broker:
         worker = Worker(broker, tmp_path / "worker")
         worker.directory.mkdir()
         try:
