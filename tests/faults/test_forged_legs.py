@@ -2,8 +2,9 @@
 
 The bank invites any Kafka client to write ``commands``, so anyone can put a
 ``TRANSFER_CREDIT``, ``TRANSFER_REFUND`` or ``TRANSFER_SETTLE`` there. A plain aiokafka
-producer (none of the bank's code) sends, against the session worker, with accounts
-opened and funded over HTTP:
+producer (none of the bank's code) sends, against a worker on Tansu (the session worker)
+and on a single Apache Kafka node (a worker of this module's own; skipped without Java
+17), with accounts opened and funded over HTTP:
 
 (a) a refund of 1,000,000 that no debit sent; (b) a credit of -4,000 to an account
 holding 5,000 with no overdraft; (c) a settlement that no debit sent; (d) the same three
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ from aiokafka import ConsumerRecord
 
 from banking_app.runtime.topics import partition_for
 from support.api import HTTP_TIMEOUT, Api, eventually, key, new_id, view_state
-from support.cluster import Broker, Client, Worker
+from support.brokers import BROKER_KINDS, broker_and_worker
+from support.cluster import Client, Worker
 from support.load import EventLog, Producer, inputs_of, logs, verify
 
 pytestmark = pytest.mark.kafka
@@ -47,8 +49,18 @@ PARTITIONS = 8
 Leg = dict[str, Any]
 
 
+@pytest.fixture(scope="module", params=BROKER_KINDS)
+def bank(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, Worker]]:
+    """The broker and the worker: on Tansu the session's, on Kafka the module's own."""
+    with broker_and_worker(request.param, request, tmp_path_factory.mktemp("bank")) as pair:
+        yield pair
+
+
 @pytest.fixture()
-async def api(worker: Worker) -> AsyncIterator[Api]:
+async def api(bank: tuple[Any, Worker]) -> AsyncIterator[Api]:
+    _, worker = bank
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT + 30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         yield Api(session, worker.url)
@@ -83,8 +95,9 @@ async def states(api: Api, *accounts: str) -> dict[str, tuple[int, int, str, int
 
 
 async def test_forged_legs_from_an_independent_client_move_no_money(
-    broker: Broker, worker: Worker, api: Api, tmp_path: Path
+    bank: tuple[Any, Worker], api: Api, tmp_path: Path
 ) -> None:
+    broker, worker = bank
     uid = uuid.uuid4().hex[:10]
     mallory = await api.open(new_id("mallory"), deposit=5_000)  # no overdraft
     victim = await api.open(new_id("victim"), deposit=5_000)

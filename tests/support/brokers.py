@@ -4,8 +4,10 @@ only) and a single Apache Kafka node (KRaft, durable in a directory of its own).
 A test parametrized by ``broker_kind`` (one of ``BROKER_KINDS``) gets its broker from
 ``started_broker``; a module whose tests share a broker parametrizes its module-scoped
 fixture by ``BROKER_KINDS`` instead, so that a Kafka node (a JVM, seconds to start) is
-started once per module. The Kafka kind needs the session fixture ``kafka_libs``
-(``tests/conftest.py``), which skips the test, saying why, without Java 17 or jars.
+started once per module (``broker_and_worker``: on Tansu the session's broker and
+worker, on Kafka a node and worker of the module's own). The Kafka kind needs the
+session fixture ``kafka_libs`` (``tests/conftest.py``), which skips the test, saying
+why, without Java 17 or jars.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 
 from banking_app.operations.apache_kafka import KafkaNode
-from support.cluster import Broker
+from support.cluster import Broker, Worker
 from support.kafka import running
 
 BROKER_KINDS = ["tansu", "kafka"]
@@ -41,3 +43,24 @@ def started_broker(kind: str, request: pytest.FixtureRequest, directory: Path) -
         yield from running(kafka_node(request, directory))
     else:
         raise ValueError(f"no broker of kind {kind!r}: one of {BROKER_KINDS}")
+
+
+@contextlib.contextmanager
+def broker_and_worker(
+    kind: str, request: pytest.FixtureRequest, directory: Path
+) -> Iterator[tuple[Any, Worker]]:
+    """A broker and one ready worker on it, for a module-scoped fixture: on Tansu the
+    session fixtures ``broker`` and ``worker`` (as the tests had before they ran on
+    Kafka too); on Kafka a node and a worker in ``directory``, stopped when the block
+    ends."""
+    if kind == "tansu":
+        yield request.getfixturevalue("broker"), request.getfixturevalue("worker")
+        return
+    with started_broker(kind, request, directory / "kafka") as broker:
+        worker = Worker(broker, directory / "worker")
+        worker.directory.mkdir(parents=True)
+        try:
+            worker.start()
+            yield broker, worker
+        finally:
+            worker.stop()
