@@ -15,6 +15,13 @@ or cost a valid command its outcome:
   its ``occurred_at`` must still be its record's timestamp (0 included);
 - such a command with the record timestamp 2**63 - 1 ms must not stop the worker (its
   own broker and worker: while the bug stands, it does).
+
+Run on Tansu and on a single Apache Kafka node (skipped there without Java 17). On Tansu
+the incident and the re-keyed timestamps use the session's broker and worker, and the
+hostile mix a broker and worker of its own; on Kafka all three share one node and one
+worker of this module (a JVM takes seconds to start; that worker is no other module's,
+so a record stopping it fails this module alone). The largest timestamp has a broker of
+its own on either. The Kafka nodes accept any record timestamp (``KAFKA_CONFIG``).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from banking_app.event_processor import leg_seal
 from banking_app.operations.local_cluster import LEG_KEY
 from banking_app.runtime.topics import partition_for
 from support.api import running_workers
+from support.brokers import BROKER_KINDS, broker_and_worker, started_broker
 from support.cluster import Broker, Client, Worker
 from support.load import (
     EventLog,
@@ -59,6 +67,12 @@ INT64_MAX = 2**63 - 1
 T = TypeVar("T")
 #: Seconds to wait for the outcomes of one burst.
 SETTLE = 120.0
+#: The Kafka node's settings on top of its own: accept any record timestamp, as Tansu
+#: does and as Kafka did by default before 4.0. Kafka 4 refuses (INVALID_TIMESTAMP) a
+#: record stamped more than ``log.message.timestamp.after.max.ms`` (1 h by default) after
+#: the broker's clock, so by default the far-future timestamps here would never reach the
+#: bank; a broker configured otherwise (or an older one) lets them through.
+KAFKA_CONFIG = {"log.message.timestamp.after.max.ms": str(INT64_MAX)}
 
 
 #: Lines of a worker's log that say it is not well: an agent crashed, a take failed (it
@@ -114,6 +128,22 @@ async def applied_exactly_once(broker: Broker, worker: Worker, work: Workload) -
     await check_views(worker, work.bank)
 
 
+@pytest.fixture(scope="module", params=BROKER_KINDS)
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """Every test of this module runs on Tansu and on Kafka, a kind at a time."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def bank(
+    broker_kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, Worker]]:
+    """The broker and the worker: on Tansu the session's, on Kafka the module's own."""
+    directory = tmp_path_factory.mktemp("bank")
+    with broker_and_worker(broker_kind, request, directory, KAFKA_CONFIG) as pair:
+        yield pair
+
+
 def sealed_settle(command_id: str, account: str, to_account: str, amount: int) -> dict[str, Any]:
     """A settle leg sealed as a worker seals it (the incident's leg was a real one)."""
     leg = {
@@ -131,8 +161,9 @@ def sealed_settle(command_id: str, account: str, to_account: str, amount: int) -
 
 @pytest.mark.timeout(600)
 async def test_a_bundle_timestamped_in_year_11476_does_not_stop_the_deposits_around_it(
-    broker: Broker, worker: Worker, tmp_path: Path
+    bank: tuple[Any, Worker], tmp_path: Path
 ) -> None:
+    broker, worker = bank
     prefix = f"incident-{uuid.uuid4().hex[:8]}"
     rng = random.Random(11476)
     work = Workload(prefix, rng, accounts=4, duplicate_share=0.0)
@@ -342,12 +373,19 @@ async def hostile_example(broker: Broker, worker: Worker, records: list[Hostile]
 
 
 @pytest.fixture(scope="module")
-def hostile_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+def hostile_worker(
+    broker_kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
     """One worker, on a broker of its own, for every hostile example.
 
     Not the session worker: a record that stops the worker (see the int64 test below)
     would take down the worker the HTTP and integration tests share, and fail them all.
+    On Kafka, the worker of this module's own node (``bank``): no other module uses it.
     """
+    if broker_kind == "kafka":
+        _, worker = request.getfixturevalue("bank")
+        yield worker
+        return
     root = tmp_path_factory.mktemp("hostile")
     with Broker.start() as broker, running_workers(broker, root, {}) as [worker]:
         yield worker
@@ -386,11 +424,12 @@ def test_hostile_records_cost_no_valid_command_its_outcome(
 
 @pytest.mark.parametrize("timestamp_ms", [0, 1, -1])
 async def test_a_command_keyed_otherwise_keeps_its_records_timestamp(
-    broker: Broker, worker: Worker, timestamp_ms: int
+    bank: tuple[Any, Worker], timestamp_ms: int
 ) -> None:
     """A command keyed by something else than its account is re-keyed before it is
     applied; its ``occurred_at`` is still its record's timestamp, as when it comes keyed
     right (README: ``occurred_at`` is the command record's timestamp)."""
+    broker, worker = bank
     prefix = f"rekeyed-{uuid.uuid4().hex[:8]}"
     work = Workload(prefix, random.Random(prefix), accounts=1, duplicate_share=0.0)
     [account] = work.account_ids
@@ -416,7 +455,7 @@ async def test_a_command_keyed_otherwise_keeps_its_records_timestamp(
 
 @pytest.mark.timeout(600)
 async def test_a_command_keyed_otherwise_with_the_largest_timestamp_does_not_stop_the_worker(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest, broker_kind: str
 ) -> None:
     """A command whose record is keyed by something else than its account is re-keyed:
     put back on ``commands`` under its account, with its record's timestamp
@@ -433,7 +472,10 @@ async def test_a_command_keyed_otherwise_with_the_largest_timestamp_does_not_sto
     after = [work.deposit(account, n + 1) for n in range(5)]
     env = {"BANKING_TAKE_RETRY_BACKOFF": "0.05"}
 
-    with Broker.start() as broker, running_workers(broker, tmp_path, env) as [worker]:
+    with (
+        started_broker(broker_kind, request, tmp_path / "kafka", KAFKA_CONFIG) as broker,
+        running_workers(broker, tmp_path, env) as [worker],
+    ):
         async with Producer(broker) as producer:
             await producer.send_all([*creations, *deposits])
             await producer.send({**hostile, "amount": 5}, key=b"elsewhere", timestamp_ms=INT64_MAX)

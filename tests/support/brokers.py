@@ -33,30 +33,38 @@ def kafka_node(request: pytest.FixtureRequest, directory: Path, **options: Any) 
 
 
 @contextlib.contextmanager
-def started_broker(kind: str, request: pytest.FixtureRequest, directory: Path) -> Iterator[Any]:
-    """Tansu, or a single Apache Kafka node in ``directory`` (skipped without Java 17);
-    stopped when the block ends."""
+def started_broker(
+    kind: str,
+    request: pytest.FixtureRequest,
+    directory: Path,
+    kafka_config: dict[str, str] | None = None,
+) -> Iterator[Any]:
+    """Tansu, or a single Apache Kafka node in ``directory`` (skipped without Java 17)
+    with ``kafka_config`` on top of its settings; stopped when the block ends."""
     if kind == "tansu":
         with Broker.start() as broker:
             yield broker
     elif kind == "kafka":
-        yield from running(kafka_node(request, directory))
+        yield from running(kafka_node(request, directory, config=kafka_config))
     else:
         raise ValueError(f"no broker of kind {kind!r}: one of {BROKER_KINDS}")
 
 
 @contextlib.contextmanager
 def broker_and_worker(
-    kind: str, request: pytest.FixtureRequest, directory: Path
+    kind: str,
+    request: pytest.FixtureRequest,
+    directory: Path,
+    kafka_config: dict[str, str] | None = None,
 ) -> Iterator[tuple[Any, Worker]]:
     """A broker and one ready worker on it, for a module-scoped fixture: on Tansu the
     session fixtures ``broker`` and ``worker`` (as the tests had before they ran on
     Kafka too); on Kafka a node and a worker in ``directory``, stopped when the block
-    ends."""
+    ends (``kafka_config`` as for ``started_broker``)."""
     if kind == "tansu":
         yield request.getfixturevalue("broker"), request.getfixturevalue("worker")
         return
-    with started_broker(kind, request, directory / "kafka") as broker:
+    with started_broker(kind, request, directory / "kafka", kafka_config) as broker:
         worker = Worker(broker, directory / "worker")
         worker.directory.mkdir(parents=True)
         try:
