@@ -11,7 +11,6 @@ from faust.types.enums import ProcessingGuarantee
 
 from banking_app.runtime.broker_wait import wait_for_broker
 from banking_app.runtime.declare import TopicSpec, declare, spec_of
-from banking_app.runtime.restore import restore_tables
 from banking_app.runtime.settings import settings, unsupported_guarantee
 from banking_app.runtime.transport import Transport
 
@@ -88,13 +87,6 @@ class BankApp(faust.App):
         settings.leg_key_bytes()  # refuse to start without the key that seals saga legs
         await wait_for_broker(settings.bootstrap_servers)
         await self.declare_topics()
-        if settings.bulk_restore:
-            await restore_tables(
-                settings.bootstrap_servers,
-                self.tables.values(),
-                true_ends=settings.on_tansu,
-                threshold=settings.bulk_restore,
-            )
         await super().on_first_start()
 
     def topic_specs(self, partitions: int, replication: int) -> list[TopicSpec]:

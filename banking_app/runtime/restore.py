@@ -54,6 +54,19 @@ FETCH_RECORDS = 20_000
 
 
 @dataclass
+class Progress:
+    """What the bulk restore under way has left (``/health`` shows it)."""
+
+    running: bool = False
+    partitions_left: int = 0
+    records_left: int = 0
+
+
+#: This worker's bulk restore: one per process, as the worker starts.
+progress = Progress()
+
+
+@dataclass
 class Span:
     """The records of one changelog partition its store lacks: offsets first..last."""
 
@@ -62,6 +75,11 @@ class Span:
     first: int
     last: int
     written: int = 0
+    #: The next offset to read.
+    position: int = 0
+
+    def __post_init__(self) -> None:
+        self.position = self.first
 
 
 def _no_wal() -> WriteOptions:
@@ -96,6 +114,7 @@ async def restore_tables(
     try:
         spans = await _plan(consumer, bootstrap, stores, opened, true_ends, threshold)
         if spans:
+            progress.running = True
             started = time.monotonic()
             total = sum(span.last - span.first + 1 for span in spans)
             log.info("restoring %d changelog records of %d partitions", total, len(spans))
@@ -105,6 +124,7 @@ async def restore_tables(
             return written
         return 0
     finally:
+        progress.running = False
         await consumer.stop()
         for store, partition in opened:
             _flush_and_close(store, partition)
@@ -155,13 +175,21 @@ async def _read(consumer: AIOKafkaConsumer, spans: list[Span]) -> None:
     options = _no_wal()
     remaining = set(by_tp)
     while remaining:
+        _report(spans, remaining)
         fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=FETCH_RECORDS)
         for tp, records in fetched.items():
             _write(by_tp[tp], records, options)
         for tp in list(remaining):
+            by_tp[tp].position = await consumer.position(tp)
             # Past the end: compaction gaps and transaction markers leave no record.
-            if await consumer.position(tp) > by_tp[tp].last:
+            if by_tp[tp].position > by_tp[tp].last:
                 remaining.discard(tp)
+    _report(spans, remaining)
+
+
+def _report(spans: list[Span], remaining: set[TopicPartition]) -> None:
+    progress.partitions_left = len(remaining)
+    progress.records_left = sum(max(0, span.last + 1 - span.position) for span in spans)
 
 
 def _write(span: Span, records: list[Any], options: WriteOptions) -> None:

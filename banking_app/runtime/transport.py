@@ -47,6 +47,7 @@ from faust.types import TP
 from banking_app.runtime import upstream
 from banking_app.runtime.consumer import InOrderConsumer
 from banking_app.runtime.offsets import ISOLATION_LEVEL, true_end_offsets
+from banking_app.runtime.restore import restore_tables
 from banking_app.runtime.settings import settings
 
 upstream.check_classes()
@@ -75,6 +76,18 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
 class Consumer(InOrderConsumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def on_first_start(self) -> None:
+        """Restore the tables in bulk before the consumer joins its group, once the web
+        server runs, so that ``/health`` shows how much is left (``runtime.restore``)."""
+        if settings.bulk_restore:
+            await restore_tables(
+                settings.bootstrap_servers,
+                self.app.tables.values(),
+                true_ends=settings.on_tansu,
+                threshold=settings.bulk_restore,
+            )
+        await super().on_first_start()
 
 
 class Transport(driver.Transport):

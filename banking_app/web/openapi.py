@@ -359,7 +359,31 @@ SPEC: dict[str, Any] = {
             "Health": {
                 "type": "object",
                 "required": ["status"],
-                "properties": {"status": {"enum": ["ready", "starting"]}},
+                "properties": {
+                    "status": {"enum": ["ready", "starting"]},
+                    "recovery": {
+                        "type": "object",
+                        "description": "While starting: what the bulk restore and then "
+                        "Faust's recovery of the worker's partitions have left to read.",
+                        "properties": {
+                            "bulk_restore": {
+                                "type": "object",
+                                "properties": {
+                                    "running": {"type": "boolean"},
+                                    "partitions_left": {"type": "integer"},
+                                    "records_left": {"type": "integer"},
+                                },
+                            },
+                            "changelogs": {
+                                "type": "object",
+                                "properties": {
+                                    "partitions_left": {"type": "integer"},
+                                    "records_left": {"type": "integer"},
+                                },
+                            },
+                        },
+                    },
+                },
             },
         }
     },
