@@ -66,6 +66,8 @@ class InOrderConsumer(driver.Consumer):
         upstream.check_instance(self)  # Faust's private attributes, as the worker starts
         self._cursors = Cursors()
         self._readable = ReadableProbe(settings.bootstrap_servers)
+        #: Where reading each partition began at the last seek to the committed offsets.
+        self._read_from: dict[TP, int] = {}
 
     def owed(self, tp: TP) -> int | None:
         """The next offset of ``tp`` owed to its agent (``None`` before the first seek)."""
@@ -299,7 +301,16 @@ class InOrderConsumer(driver.Consumer):
         for tp, offset in offsets.items():
             if self._in_order(tp.topic):
                 self._cursors.sought(TP(tp.topic, tp.partition), offset, now)
+                if offset is not None and offset >= 0:
+                    self._read_from[TP(tp.topic, tp.partition)] = offset
         return offsets
+
+    def consumed_to(self, tp: TP) -> int | None:
+        """The offset the group has consumed ``tp`` up to: the one Faust last committed
+        (``Consumer._committed_offset``, faust-streaming 0.15.3), or, before any commit,
+        where reading began (Faust keeps None there for an offset of 0)."""
+        committed = self._committed_offset.get(tp)
+        return committed if committed else self._read_from.get(tp, committed)
 
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)

@@ -109,6 +109,7 @@ class Settings:
     leg_key: str
     take_retry_backoff: float
     bulk_restore: int
+    stall_seconds: float
 
     def leg_key_bytes(self) -> bytes:
         """``BANKING_LEG_KEY``, or a clear stop: a worker cannot seal legs without it."""
@@ -189,6 +190,10 @@ def load() -> Settings:
         # it joins its group (banking_app.runtime.restore): each partition this many
         # records or more behind. Fewer are left to Faust's recovery; 0 leaves it all.
         bulk_restore=_int("BANKING_BULK_RESTORE", 1000, minimum=0),
+        # /health says a worker is unhealthy once an agent with records waiting has
+        # handled nothing for this many seconds (banking_app.runtime.liveness). Longer
+        # than a take's retries ride out (BANKING_TAKE_ATTEMPTS, about a minute).
+        stall_seconds=_float("BANKING_STALL_SECONDS", 90.0, minimum=1),
     )
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
+from time import monotonic
 from typing import Any
 
 import faust
@@ -41,6 +42,7 @@ from mode.utils.futures import notify
 
 from banking_app.runtime import upstream
 from banking_app.runtime.consumer import InOrderConsumer
+from banking_app.runtime.liveness import watch
 from banking_app.runtime.settings import settings
 from banking_app.runtime.turns import taking_turns
 
@@ -125,6 +127,8 @@ class QuietTakeStream(faust.Stream):
                     # let the web views have their turns (banking_app.runtime.turns).
                     async for event in taking_turns(events, every=ACK_TURN):
                         await self.ack(event)
+                    if events:
+                        watch.handled(events[-1].message.topic, monotonic())
                     events.clear()
                     arrived.clear()
                     notify(consuming)

@@ -54,6 +54,7 @@ THREAD = "banking_app.runtime.transport (its consumer thread: fetch wait, true e
 TAKES = "banking_app.runtime.streams (quiet takes, acknowledged once handled)"
 TABLES = "banking_app.runtime.tables (a take's table writes as one RocksDB batch)"
 PRODUCE = "banking_app.runtime.produce (a take's records as one batch per partition)"
+HEALTH = "banking_app.runtime.consumer (consumed_to: an agent's lag, for /health)"
 RESTORE = "banking_app.runtime.restore (tables restored in bulk before the worker joins)"
 
 
@@ -210,6 +211,8 @@ HOOKS = (
         TABLES,
         called_from=(faust_rocksdb.Store, "persisted_offset"),
     ),
+    # health: how far each agent's partitions are committed.
+    Hook(FAUST, faust_consumer.Consumer, "_committed_offset", HEALTH, on_instances=True),
     # restore: writes a store's partitions as apply_changelog_batch does, with the
     # persisted offset Faust's recovery starts from (and _dbs, _db_for_partition above).
     Hook(FAUST, faust_rocksdb.Store, "apply_changelog_batch", RESTORE),

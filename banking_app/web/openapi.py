@@ -231,7 +231,7 @@ SPEC: dict[str, Any] = {
                 "summary": "Readiness",
                 "responses": {
                     "200": json_response("Ready.", ref("Health")),
-                    "503": json_response("Starting.", ref("Health")),
+                    "503": json_response("Starting, or an agent is stalled.", ref("Health")),
                 },
             }
         },
@@ -360,7 +360,20 @@ SPEC: dict[str, Any] = {
                 "type": "object",
                 "required": ["status"],
                 "properties": {
-                    "status": {"enum": ["ready", "starting"]},
+                    "status": {"enum": ["ready", "starting", "stalled"]},
+                    "stalled": {
+                        "type": "array",
+                        "description": "When stalled: each agent's topic with records "
+                        "waiting and no take handled for BANKING_STALL_SECONDS.",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "topic": {"type": "string"},
+                                "lag": {"type": "integer"},
+                                "seconds": {"type": "number"},
+                            },
+                        },
+                    },
                     "recovery": {
                         "type": "object",
                         "description": "While starting: what the bulk restore and then "
