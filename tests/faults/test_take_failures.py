@@ -31,6 +31,8 @@ Then two faults that never go away: an input whose deciding always fails
 publish that always fails (``publish@1+``) stops the worker after
 ``BANKING_TAKE_ATTEMPTS`` attempts without committing the take, so a worker started
 again without the fault gives every command its one outcome.
+
+Run on Tansu and on a single Apache Kafka node (skipped there without Java 17).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import orjson
 import pytest
 
 from support.api import running_workers
+from support.brokers import BROKER_KINDS, started_broker
 from support.cluster import Broker, Client, Worker, command
 from support.load import (
     EventLog,
@@ -133,9 +136,10 @@ async def still_right(worker: Worker, work: Workload, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("broker_kind", BROKER_KINDS)
 @pytest.mark.parametrize("step", sorted(STEPS))
 async def test_a_fault_at_any_step_of_a_take_is_retried_and_changes_no_outcome(
-    tmp_path: Path, step: str
+    tmp_path: Path, request: pytest.FixtureRequest, step: str, broker_kind: str
 ) -> None:
     faults = STEPS[step]
     work = Workload(f"fault-{step}", random.Random(step), accounts=12)
@@ -143,7 +147,10 @@ async def test_a_fault_at_any_step_of_a_take_is_retried_and_changes_no_outcome(
     stream = work.mixed(STREAM, closes=3)
     env = {"BANKING_FAULTS": faults.spec, "BANKING_TAKE_RETRY_BACKOFF": BACKOFF}
 
-    with Broker.start() as broker, running_workers(broker, tmp_path, env) as [worker]:
+    with (
+        started_broker(broker_kind, request, tmp_path / "kafka") as broker,
+        running_workers(broker, tmp_path, env) as [worker],
+    ):
         async with Producer(broker) as producer, EventLog(broker) as log:
             await producer.send_all([*creations, *deposits])
             await Feed(producer, stream, INTERVAL).start().finished()
@@ -162,8 +169,9 @@ async def test_a_fault_at_any_step_of_a_take_is_retried_and_changes_no_outcome(
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("broker_kind", BROKER_KINDS)
 async def test_an_input_whose_deciding_always_fails_is_dead_lettered_and_the_rest_goes_on(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest, broker_kind: str
 ) -> None:
     work = Workload("poison-decide", random.Random(23), accounts=8)
     creations, deposits = work.opening()
@@ -176,7 +184,10 @@ async def test_an_input_whose_deciding_always_fails_is_dead_lettered_and_the_res
         "BANKING_TAKE_RETRY_BACKOFF": BACKOFF,
     }
 
-    with Broker.start() as broker, running_workers(broker, tmp_path, env) as [worker]:
+    with (
+        started_broker(broker_kind, request, tmp_path / "kafka") as broker,
+        running_workers(broker, tmp_path, env) as [worker],
+    ):
         async with Producer(broker) as producer, EventLog(broker) as log:
             await producer.send_all([*creations, *deposits])
             # One burst: the poison shares its takes with the commands around it.
@@ -226,8 +237,9 @@ async def read_again_after_restart(
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("broker_kind", BROKER_KINDS)
 async def test_a_take_that_keeps_failing_stops_the_worker_and_is_read_again_after_restart(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest, broker_kind: str
 ) -> None:
     work = Workload("give-up", random.Random(31), accounts=6, duplicate_share=0.0)
     creations, deposits = work.opening()
@@ -238,7 +250,10 @@ async def test_a_take_that_keeps_failing_stops_the_worker_and_is_read_again_afte
         "BANKING_TAKE_RETRY_BACKOFF": "0.01",
     }
 
-    with Broker.start() as broker, running_workers(broker, tmp_path, env) as [worker]:
+    with (
+        started_broker(broker_kind, request, tmp_path / "kafka") as broker,
+        running_workers(broker, tmp_path, env) as [worker],
+    ):
         async with Producer(broker) as producer, EventLog(broker) as log:
             await producer.send_all([*creations, *deposits, *more], burst=True)
 
@@ -253,8 +268,9 @@ async def test_a_take_that_keeps_failing_stops_the_worker_and_is_read_again_afte
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("broker_kind", BROKER_KINDS)
 async def test_a_worker_retrying_a_take_stops_when_asked_and_the_take_is_read_again(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest, broker_kind: str
 ) -> None:
     """SIGTERM while a take is being retried (a broker refusing writes for a while, say)
     stops the worker without acknowledging the take; a worker started again without
@@ -268,7 +284,10 @@ async def test_a_worker_retrying_a_take_stops_when_asked_and_the_take_is_read_ag
         "BANKING_TAKE_RETRY_BACKOFF": BACKOFF,
     }
 
-    with Broker.start() as broker, running_workers(broker, tmp_path, env) as [worker]:
+    with (
+        started_broker(broker_kind, request, tmp_path / "kafka") as broker,
+        running_workers(broker, tmp_path, env) as [worker],
+    ):
         async with Producer(broker) as producer, EventLog(broker) as log:
             await producer.send_all([*creations, *deposits], burst=True)
             await wait_for_log(worker, "retrying in", count=3)
