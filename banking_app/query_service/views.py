@@ -11,6 +11,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from faust.types import TP
 from faust.web import Request, Response
 
 from banking_app.query_service import read_model
@@ -19,8 +20,11 @@ from banking_app.query_service.projections import (
     command_outcomes_table,
     transactions_table,
 )
+from banking_app.runtime import codec
 from banking_app.runtime.faust_app import app
+from banking_app.runtime.settings import settings
 from banking_app.runtime.tables import BatchedTable, get_json
+from banking_app.runtime.topics import hash_partition
 from banking_app.web import lookups, validation
 from banking_app.web.base import ApiView
 from banking_app.web.problems import bad_request, not_found
@@ -43,6 +47,15 @@ def routed(table: BatchedTable, match_info: str) -> Callable[[Handler], Handler]
     which does no network I/O, so none of these can come from it; and the local path
     costs no more than a ``try``. A ``Host`` header that makes no URL, which Faust's
     forwarding cannot rewrite (a ValueError), is a 400.
+
+    When the owner cannot be reached but this worker keeps a standby replica of the
+    key's partition (Faust's ``table_standby_replicas``, 1 by default), the view answers
+    from the replica, marked ``X-Bank-Replica: standby``: after a worker dies, queries go
+    on being answered from the survivors during the seconds until the group notices and
+    a survivor takes the partition over (``taking-over`` while a request that went to
+    the former owner comes back to the new one). A replica follows the changelog closely but
+    may lack the latest writes, as any read of a read model may; ``?wait=true`` does not
+    use replicas, so read-your-writes still holds.
     """
 
     def decorate(handler: Handler) -> Handler:
@@ -54,8 +67,16 @@ def routed(table: BatchedTable, match_info: str) -> Callable[[Handler], Handler]
             try:
                 return await route(view, request, **kwargs)
             except lookups.FORWARD_ERRORS as exc:
-                owner = _owner(table, request.match_info[match_info])
-                raise lookups.forward_failed(exc, owner) from None
+                key = request.match_info[match_info]
+                replica = _replica_here(table, key)
+                if replica is not None:
+                    # Faust applies a standby's changelog records 1,000 at a time
+                    # (``standby_buffer_size``): apply what has arrived, then read.
+                    app.tables.recovery.flush_buffers()
+                    response = await handler(view, request, **kwargs)
+                    response.headers[REPLICA_HEADER] = replica
+                    return response
+                raise lookups.forward_failed(exc, _owner(table, key)) from None
             except ValueError:
                 if request.url.absolute:
                     raise
@@ -64,6 +85,23 @@ def routed(table: BatchedTable, match_info: str) -> Callable[[Handler], Handler]
         return get
 
     return decorate
+
+
+#: Marks an answer read from this worker's standby replica (``routed``).
+REPLICA_HEADER = "X-Bank-Replica"
+
+
+def _replica_here(table: BatchedTable, key: str) -> str | None:
+    """``standby`` when this worker keeps a standby replica of ``key``'s partition of
+    ``table``; ``taking-over`` when it has just been given the partition, while the
+    request went to its former owner; None when it holds no copy."""
+    partition = hash_partition(codec.key(key), table.partitions or settings.partitions)
+    tp = TP(table.changelog_topic.get_topic_name(), partition)
+    if tp in app.assignor.assigned_standbys():
+        return "standby"
+    if tp in app.assignor.assigned_actives():
+        return "taking-over"
+    return None
 
 
 def _owner(table: BatchedTable, key: str) -> str:

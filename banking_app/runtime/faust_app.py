@@ -113,7 +113,12 @@ app = BankApp(
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
     broker_rebalance_timeout=settings.rebalance_timeout,
-    broker_session_timeout=max(settings.rebalance_timeout, 10.0),
+    # A worker that dies is noticed when its session times out; its partitions wait
+    # that long. Kafka's least session timeout (group.min.session.timeout.ms) is 6 s.
+    # The heartbeats come from the consumer's own thread, so a busy event loop does not
+    # delay them.
+    broker_session_timeout=settings.session_timeout,
+    broker_heartbeat_interval=min(1.0, settings.session_timeout / 3),
     # Every event we emit must be on all in-sync replicas before the state that says
     # it was emitted is written (docs/at-least-once.md).
     producer_acks=-1,

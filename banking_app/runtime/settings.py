@@ -110,6 +110,7 @@ class Settings:
     take_retry_backoff: float
     bulk_restore: int
     stall_seconds: float
+    session_timeout: float
 
     def leg_key_bytes(self) -> bytes:
         """``BANKING_LEG_KEY``, or a clear stop: a worker cannot seal legs without it."""
@@ -194,6 +195,10 @@ def load() -> Settings:
         # handled nothing for this many seconds (banking_app.runtime.liveness). Longer
         # than a take's retries ride out (BANKING_TAKE_ATTEMPTS, about a minute).
         stall_seconds=_float("BANKING_STALL_SECONDS", 90.0, minimum=1),
+        # Seconds before the group gives a silent (dead) worker's partitions to the
+        # others; the heartbeat is a third of it, at most 1 s (docs/BENCHMARKS.md has
+        # the failover figures). Kafka refuses less than 6 s by default.
+        session_timeout=_float("BANKING_SESSION_TIMEOUT", 6.0, minimum=1),
     )
 
 
