@@ -11,7 +11,9 @@ The steps are the places where a take can break:
 - ``publish``: producing a take's events and legs, after half of them are out;
 - ``flush``: the table flush, after the changelogs have the writes and before the
   local store does;
-- ``project``: folding one record into the read model.
+- ``project``: folding one record into the read model;
+- ``restore``: writing one batch of the bulk restore (``banking_app.runtime.restore``);
+  there the fault is a SIGKILL of the worker itself, as a crash mid-restore would be.
 
 Only the fault tests set it; a worker logs every fault it injects.
 """
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-STEPS = frozenset({"decode", "decide", "publish", "flush", "project"})
+STEPS = frozenset({"decode", "decide", "publish", "flush", "project", "restore"})
 _FAULT = re.compile(r"^(?P<step>[a-z]+)(?:@(?P<nth>[1-9][0-9]*)(?P<on>\+?)|:(?P<id>\S+))$")
 
 

@@ -33,6 +33,8 @@ batch is atomic), so the next start reads them again.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.stores.rocksdb import Store as RocksDBStore
 from rocksdict import WriteBatch, WriteOptions
 
+from banking_app.runtime.faults import InjectedFault, faults
 from banking_app.runtime.offsets import true_end_offsets
 
 log = logging.getLogger(__name__)
@@ -210,6 +213,16 @@ def _write(span: Span, records: list[Any], options: WriteOptions) -> None:
     batch.put(span.store.offset_key, str(last).encode())
     span.store._db_for_partition(span.tp.partition).write(batch, options)
     span.written += count
+    if faults.active:
+        _crash_if_asked()
+
+
+def _crash_if_asked() -> None:
+    """The fault tests' crash mid-restore: SIGKILL, so that nothing is flushed."""
+    try:
+        faults.check("restore")
+    except InjectedFault:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _flush_and_close(store: RocksDBStore, partition: int) -> None:

@@ -3,15 +3,18 @@
 A worker runs a mixed workload and stops. Then the same changelogs are recovered into
 empty data directories twice: by Faust's recovery alone (``BANKING_BULK_RESTORE=0``)
 and in bulk (``banking_app.runtime.restore``, every partition). Every key of every
-table partition, the persisted offsets among them, must be the same. Then more commands
-arrive while a copy of a recovered directory sits idle, and that copy, restored in bulk
-from its persisted offsets, must again equal a directory recovered by Faust alone.
+table partition, the persisted offsets among them, must be the same. A worker killed
+half-way through its bulk restore (``BANKING_FAULTS=restore@n``: a SIGKILL, with the
+write-ahead log off) and started again must build the same. Then more commands arrive
+while a copy of a recovered directory sits idle, and that copy, restored in bulk from
+its persisted offsets, must again equal a directory recovered by Faust alone.
 """
 
 from __future__ import annotations
 
 import random
 import shutil
+import signal
 from pathlib import Path
 
 from rocksdict import AccessType, Options, Rdict
@@ -21,6 +24,9 @@ from support.load import EventLog, Producer, Workload, settle
 
 BULK_EVERYTHING = {"BANKING_BULK_RESTORE": "1"}
 FAUST_ONLY = {"BANKING_BULK_RESTORE": "0"}
+#: A SIGKILL at the 20th of some 40 partition batches (five tables, eight partitions).
+CRASH = {"BANKING_FAULTS": "restore@20"}
+CRASH_TIMEOUT = 120
 
 
 def contents(directory: Path) -> dict[str, dict[bytes, bytes]]:
@@ -80,6 +86,16 @@ async def test_bulk_restore_builds_what_faust_s_recovery_builds(tmp_path: Path) 
         assert "restored" in in_bulk.log_path.read_text()
         assert "restored" not in by_faust.log_path.read_text()
         assert_same(by_faust.directory, in_bulk.directory)
+
+        # Killed mid-restore, then started again on what it left.
+        crashing = Worker(broker, tmp_path / "crashed", env={**BULK_EVERYTHING, **CRASH})
+        crashing.directory.mkdir()
+        crashing.start(wait=False)
+        assert crashing.process is not None
+        assert crashing.process.wait(CRASH_TIMEOUT) == -signal.SIGKILL
+        assert "injecting a fault at restore" in crashing.log_path.read_text()
+        again = recovered(broker, crashing.directory, BULK_EVERYTHING)
+        assert_same(by_faust.directory, again.directory)
 
         # A directory left behind while the bank went on: restored from its offsets.
         shutil.copytree(in_bulk.directory, tmp_path / "behind")
