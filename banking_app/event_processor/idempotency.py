@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from banking_app.domain import Account, Command, Decision, decide, evolve
-from banking_app.domain.command_ids import fingerprint
+from banking_app.domain import Account, Command, Decision, decide, evolve, parse_command
+from banking_app.domain.command_ids import fingerprint, reused_rejection
+from banking_app.domain.commands import Answer
 from banking_app.event_processor.pending import Pending, Queue, enqueue
 
 #: How many recent input ids each account remembers in its own row. Producer retries
@@ -183,3 +184,27 @@ def admit(
             recent=recent,
         )
     )
+
+
+def decide_pending(
+    account: Account | None, entry: Pending, occurred_at: str
+) -> tuple[Command, Decision, Account | None]:
+    """What a released input means for the account, and the account after it.
+
+    A public command is decided as it always was when its id is ``CLAIMED``; a
+    ``DUPLICATE`` (the same command, first used at another position) emits nothing,
+    as a copy never has; a ``REUSED`` id is refused with ``COMMAND_ID_REUSED``. A saga
+    leg is decided as it comes (``decide`` raises ``MalformedLeg`` for one no debit can
+    have sent).
+    """
+    command = parse_command(entry.command)
+    if entry.answer is Answer.DUPLICATE:
+        decision = Decision()
+    elif entry.answer is Answer.REUSED:
+        refused = reused_rejection(command, entry.fingerprint, entry.position, occurred_at)
+        decision = Decision([refused])
+    else:
+        decision = decide(account, command, occurred_at)
+    for event in decision.events:
+        account = evolve(account, event)
+    return command, decision, account
