@@ -21,7 +21,11 @@ from banking_app.domain import events as ev
 from banking_app.domain.ledger import Ledger
 from banking_app.event_processor.agent import Handled
 from banking_app.event_processor.idempotency import AccountRow
-from banking_app.event_processor.tables import accounts_table, command_claims_table
+from banking_app.event_processor.tables import (
+    accounts_table,
+    command_claims_table,
+    command_offsets_table,
+)
 from banking_app.runtime.tables import get_json
 from banking_app.runtime.topics import commands_topic, dead_letters_topic, partition_for
 from support.agent_harness import (
@@ -301,3 +305,111 @@ async def test_every_use_of_an_id_has_one_outcome_and_one_is_applied(
         ledger.apply(event_from_dict(event))
     assert ledger.check() == []
     assert not [r for r in harness.outbox.on(commands_topic)]  # no saga leg was sent
+
+
+TABLES_KEPT = (accounts_table, command_offsets_table, command_claims_table)
+
+
+def snapshot() -> list[dict[bytes, bytes]]:
+    return [dict(table.data.data) for table in TABLES_KEPT]
+
+
+def restore(saved: list[dict[bytes, bytes]]) -> None:
+    for table, data in zip(TABLES_KEPT, saved, strict=True):
+        table.data.data.clear()
+        table.data.data.update(data)
+
+
+async def put_with(agent: Any, value: bytes, key: bytes, partition: int, crash: str) -> None:
+    """Put a record, then, by ``crash``: ``"state"`` the worker died after publishing and
+    before its tables were written (they are put back as they were, and the record comes
+    again at the same offset); ``"commit"`` it died after its tables were written and
+    before the offset was committed (the record comes again); ``""`` neither."""
+    saved = snapshot()
+    offset = agent.sent_offset
+    stamp = 1_700_000_000.0 + offset  # a record keeps its timestamp when read again
+    await agent.put(value, key=key, partition=partition, timestamp=stamp)
+    if not crash:
+        return
+    if crash == "state":
+        restore(saved)
+    after, agent.sent_offset = agent.sent_offset, offset
+    await agent.put(value, key=key, partition=partition, timestamp=stamp)
+    agent.sent_offset = after
+
+
+crashes = st.sampled_from(["", "", "state", "commit"])
+commands_sent = st.lists(
+    st.tuples(
+        st.sampled_from([f"k{n}" for n in range(3)]),
+        st.sampled_from(ACCOUNTS),
+        st.sampled_from(["DEPOSIT", "WITHDRAW"]),
+        st.sampled_from([1, 2]),
+        crashes,
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@hypothesis_settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(sent=commands_sent, seed=st.integers(0, 2**32), leg_crashes=st.lists(crashes, max_size=40))
+async def test_every_command_has_one_outcome_when_workers_die_anywhere(
+    harness: Any,
+    sent: list[tuple[str, str, str, int, str]],
+    seed: int,
+    leg_crashes: list[str],
+) -> None:
+    """Commands and their claims, each input possibly handled twice: once by a worker
+    that died before its state was written (its output published all the same), or
+    that died before committing. Each use of an id still has exactly one outcome, each
+    id moves money at most once, no event id carries two contents, the books balance,
+    and nothing is left waiting."""
+    order = random.Random(seed)
+    run = getattr(harness, "crash_run", 0) + 1
+    harness.crash_run = run
+    accounts = [f"{name}x{run}" for name in ACCOUNTS]
+    await open_accounts(harness, *accounts)
+    before = len(events(harness))
+    uses = []
+    for command_id, account, kind, amount, crash in sent:
+        account_id = f"{account}x{run}"
+        command = {
+            "type": kind,
+            "command_id": f"{command_id}-{run}",
+            "account_id": account_id,
+            "amount": amount,
+        }
+        uses.append(command)
+        key = account_id.encode()
+        await put_with(harness, orjson.dumps(command), key, partition_of(account_id), crash)
+    crash_at = iter(leg_crashes)
+    while bundles := claim_bundles(harness):
+        order.shuffle(bundles)
+        for record in bundles:
+            crash = next(crash_at, "")
+            await put_with(harness, record.value, b"", record.partition, crash)
+    new = [event_from_dict(e) for e in events(harness)[before:]]
+    ledger = Ledger()
+    for event in events(harness):
+        ledger.apply(event_from_dict(event))
+    assert ledger.check() == []  # one content per event id, one outcome per use
+    by_id: dict[str, set[str]] = {}
+    for event in new:
+        if event.type != "CommandRejected" or event.reason != "COMMAND_ID_REUSED":
+            by_id.setdefault(event.command_id, set()).add(event.account_id)
+    assert all(len(owners) == 1 for owners in by_id.values())  # one use decided per id
+    distinct = {orjson.dumps(u, option=orjson.OPT_SORT_KEYS): u for u in uses}
+    for command in distinct.values():
+        own = [e for e in new if e.command_id == command["command_id"]]
+        decided = [
+            e for e in own if e.account_id == command["account_id"] and e.type != "CommandRejected"
+        ] + [e for e in own if e.type == "CommandRejected" and e.command == command]
+        first = next(u for u in uses if u["command_id"] == command["command_id"])
+        assert decided or first != command, f"{command} has no outcome"
+    for account in accounts:
+        assert row(account).pending == ()
