@@ -7,6 +7,10 @@ it binds 127.0.0.1 only), so every request the first worker forwards to it goes 
 the test puts there: a TCP server that accepts and never answers, or nothing at all
 (connection refused). The second worker itself keeps working: it processes its
 partitions and answers requests sent to it directly.
+
+The workers keep no standby replicas (Faust's ``TABLE_STANDBY_REPLICAS=0``): with one,
+the first would answer from its replica instead (``query_service.views.routed``, tested
+with a worker SIGKILLed in ``tests/faults/test_failover.py``).
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def _settled(cluster: Cluster, probes: list[str]) -> bool:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("forwarding")
-    timeout = {"BANKING_FORWARD_TIMEOUT": str(FORWARD_TIMEOUT)}
+    timeout = {"BANKING_FORWARD_TIMEOUT": str(FORWARD_TIMEOUT), "TABLE_STANDBY_REPLICAS": "0"}
     # WEB_BIND is Faust's own variable: the address the web server listens on.
     away = {**timeout, "BANKING_WEB_HOST": ADVERTISED_HOST, "WEB_BIND": "127.0.0.1"}
     with Broker.start() as broker, running_workers(broker, root, timeout, away) as workers:
