@@ -18,9 +18,14 @@ docstring names the upstream code it replaces or reads):
 - ``tables``: Faust's per-write table path (``faust/tables/base.py``,
   ``faust/stores/rocksdb.py``: ``_dbs``, ``_db_for_partition``, ``offset_key``).
 - ``topics``: ``faust.Schema.compile`` for raw-bytes topics.
+- ``declare``: what ``Topic.declare`` with the driver's ``_topic_config`` would create.
+- ``restore``: Faust's table recovery (``faust/tables/recovery.py``,
+  ``Recovery._slurp_changelogs``) for most of the records, writing as
+  ``Store.apply_changelog_batch`` does, with ``offset_key`` and ``persisted_offset``.
+- ``consumer.consumed_to`` (for ``/health``): ``Consumer._committed_offset``.
 - ``faust_app``: ``App.on_init_dependencies`` (the Monitor sensor) and the transport.
 
 ``upstream`` lists the private names ``consumer``, ``transport``, ``faust_app``,
-``streams``, ``tables`` and ``produce`` rely on, and stops the worker with the missing
+``streams``, ``tables``, ``restore`` and ``produce`` rely on, and stops the worker with the missing
 name and the pinned version when an upgrade renamed one.
 """

@@ -25,8 +25,8 @@ def trial(deposits: float, raw: float, p99: float, errors: int = 0) -> dict:
     }
 
 
-def report(trials: list[dict], tmp_path: Path) -> str:
-    config = Config(
+def config(trials: int, output: str) -> Config:
+    return Config(
         quick=False,
         accounts=10,
         deposits=10,
@@ -34,12 +34,15 @@ def report(trials: list[dict], tmp_path: Path) -> str:
         query_rate=500,
         growth=[],
         growth_deposits=10,
-        trials=len(trials),
-        output=str(tmp_path / "BENCHMARKS.md"),
+        trials=trials,
+        output=output,
     )
+
+
+def report(trials: list[dict], tmp_path: Path) -> str:
     phase = {"ready_s": 1.0, "open_per_s": 1.0, "trials": trials, "verify": "exit 0"}
     results = {"brokers": {"tansu": phase}, "growth": []}
-    return write_report(config, results)
+    return write_report(config(len(trials), str(tmp_path / "BENCHMARKS.md")), results)
 
 
 def row(text: str, measure: str) -> str:
@@ -78,18 +81,7 @@ def test_one_trial_reports_plain_figures(tmp_path: Path) -> None:
     assert "median" not in text
 
 
-def test_each_broker_has_a_section_with_its_own_baselines(tmp_path: Path) -> None:
-    config = Config(
-        quick=False,
-        accounts=10,
-        deposits=10,
-        transfers=10,
-        query_rate=500,
-        growth=[],
-        growth_deposits=10,
-        trials=1,
-        output="-",
-    )
+def test_each_broker_has_a_section_with_its_own_baselines() -> None:
     kafka = {"ready_s": 1.0, "open_per_s": 1.0, "verify": "exit 0"}
     results = {
         "brokers": {
@@ -98,7 +90,7 @@ def test_each_broker_has_a_section_with_its_own_baselines(tmp_path: Path) -> Non
         },
         "growth": [],
     }
-    text = write_report(config, results)
+    text = write_report(config(1, "-"), results)
     kafka_part, tansu_part = text.split("## On Tansu")
     assert "## On Apache Kafka" in kafka_part
     assert "0.10 x (a)" in row(kafka_part.split("## On Apache Kafka")[1], "deposits")
