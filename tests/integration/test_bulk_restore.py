@@ -54,6 +54,17 @@ def recovered(broker: Broker, directory: Path, env: dict[str, str]) -> Worker:
 
 
 async def run_workload(broker: Broker, worker: Worker, work: Workload, count: int) -> None:
+    """``count`` more commands of ``work`` (the accounts opened first), through ``worker``,
+    started for them and stopped once every one has its outcome."""
+    worker.directory.mkdir(exist_ok=True)
+    worker.start()
+    try:
+        await _sent_and_settled(broker, worker, work, count)
+    finally:
+        worker.stop()
+
+
+async def _sent_and_settled(broker: Broker, worker: Worker, work: Workload, count: int) -> None:
     async with Producer(broker) as producer, EventLog(broker) as log:
         if not work.sent:
             creations, deposits = work.opening()
@@ -74,12 +85,7 @@ async def test_bulk_restore_builds_what_faust_s_recovery_builds(tmp_path: Path) 
     work = Workload("bulk", random.Random(5), accounts=60)
     with Broker.start() as broker:
         source = Worker(broker, tmp_path / "source")
-        source.directory.mkdir()
-        source.start()
-        try:
-            await run_workload(broker, source, work, 1500)
-        finally:
-            source.stop()
+        await run_workload(broker, source, work, 1500)
 
         by_faust = recovered(broker, tmp_path / "faust", FAUST_ONLY)
         in_bulk = recovered(broker, tmp_path / "bulk", BULK_EVERYTHING)
@@ -99,11 +105,7 @@ async def test_bulk_restore_builds_what_faust_s_recovery_builds(tmp_path: Path) 
 
         # A directory left behind while the bank went on: restored from its offsets.
         shutil.copytree(in_bulk.directory, tmp_path / "behind")
-        source.start()
-        try:
-            await run_workload(broker, source, work, 800)
-        finally:
-            source.stop()
+        await run_workload(broker, source, work, 800)
         caught_up = recovered(broker, tmp_path / "behind", BULK_EVERYTHING)
         by_faust_again = recovered(broker, tmp_path / "faust-again", FAUST_ONLY)
         assert_same(by_faust_again.directory, caught_up.directory)
