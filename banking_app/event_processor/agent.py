@@ -172,17 +172,12 @@ class Input(NamedTuple):
         return self.bundled or self.message.key == codec.key(account_id)
 
 
-#: The range of a bundled leg's timestamp: any a command record can carry (Kafka takes
-#: -1, "none", as a record's timestamp, and a leg or claim keeps its input's), up to
-#: the last instant an event's ``occurred_at`` can show (9999-12-31). With 0 as the
-#: least, a command stamped -1 sent claim legs that were dead-lettered, and its
-#: account's queue waited for their answers for ever.
-MIN_MILLIS = -1
+#: Milliseconds of the last instant an event's ``occurred_at`` can show (9999-12-31).
 MAX_MILLIS = int(codec.MAX_TIMESTAMP * 1000)
 
 
 def _is_millis(value: Any) -> bool:
-    return type(value) is int and MIN_MILLIS <= value <= MAX_MILLIS
+    return type(value) is int and 0 <= value <= MAX_MILLIS
 
 
 def _safe_iso(seconds: float) -> str | None:
