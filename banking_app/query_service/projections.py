@@ -4,9 +4,7 @@ They read events only, never the command side's tables (CQRS), so the read model
 rebuilt from the log. ``account-views`` and ``transactions`` are keyed by account, as
 ``events`` is; ``command-outcomes`` is keyed by command id, so the outcome events are
 first repartitioned by command id onto ``command-outcome-events`` (as Faust's
-``group_by`` would do, folded into the pass that already reads every event). A
-``COMMAND_ID_REUSED`` refusal is filed under its own use of the id
-(``events.outcome_key``), so ``GET /commands/{id}`` keeps showing the first use.
+``group_by`` would do, folded into the pass that already reads every event).
 
 A record of ``command-outcome-events`` carries a JSON array of the events of one take
 bound for its partition, not one event: the repartition then costs the outcome agent a
@@ -25,7 +23,6 @@ import faust
 from faust.types import EventT
 
 from banking_app.domain import Event, event_from_dict
-from banking_app.domain.events import outcome_key
 from banking_app.query_service import read_model
 from banking_app.runtime import codec, metrics
 from banking_app.runtime.faults import faults
@@ -112,8 +109,7 @@ class AccountProjection:
         if event is None:
             return False
         if event.command_id:
-            use = outcome_key(event)  # a refused reuse of an id is filed apart from it
-            outcome_partition = hash_partition(codec.key(use), settings.partitions)
+            outcome_partition = hash_partition(codec.key(event.command_id), settings.partitions)
             self.outcomes.add(outcome_partition, message.value)
         partition = message.partition
         if event.account_id in self.views:
@@ -238,14 +234,13 @@ class OutcomeProjection:
         for event in read_events(message.value):
             if not event.command_id:
                 continue
-            use = outcome_key(event)
-            if use in folded:
-                outcome: dict[str, Any] | None = folded[use][0]
-            elif use in self.outcomes:
-                outcome = self.outcomes[use][0]
+            if event.command_id in folded:
+                outcome: dict[str, Any] | None = folded[event.command_id][0]
+            elif event.command_id in self.outcomes:
+                outcome = self.outcomes[event.command_id][0]
             else:
-                outcome = read_json(command_outcomes_table, use, partition)
-            folded[use] = (read_model.apply_to_outcome(outcome, event), partition)
+                outcome = read_json(command_outcomes_table, event.command_id, partition)
+            folded[event.command_id] = (read_model.apply_to_outcome(outcome, event), partition)
         self.outcomes.update(folded)  # the record's events all, or none (see ``folded``)
         return len(folded)
 
