@@ -124,12 +124,16 @@ class Input(NamedTuple):
         return self.bundled or self.message.key == codec.key(account_id)
 
 
-#: Milliseconds of the last instant an event's ``occurred_at`` can show (9999-12-31).
+#: The range of a bundled leg's timestamp: any a command record can carry (Kafka takes
+#: -1, "none", as a record's timestamp, and a leg keeps its input's), up to the last
+#: instant an event's ``occurred_at`` can show (9999-12-31). With 0 as the least, the
+#: credit leg of a transfer stamped -1 was dead-lettered and its money stayed in flight.
+MIN_MILLIS = -1
 MAX_MILLIS = int(codec.MAX_TIMESTAMP * 1000)
 
 
 def _is_millis(value: Any) -> bool:
-    return type(value) is int and 0 <= value <= MAX_MILLIS
+    return type(value) is int and MIN_MILLIS <= value <= MAX_MILLIS
 
 
 def _safe_iso(seconds: float) -> str | None:

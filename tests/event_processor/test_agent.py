@@ -108,6 +108,31 @@ async def test_a_transfer_sends_its_legs_bundled_on_their_accounts_partitions(
     assert balance("dst") == 30
 
 
+async def test_a_transfer_stamped_minus_one_completes(harness: Any) -> None:
+    """Kafka takes -1 ("none") as a record's timestamp; the legs keep the transfer's, so
+    their envelopes must take it too. With 0 as the least, the credit leg was
+    dead-lettered and the money stayed in flight for ever."""
+    await open_accounts(harness, "early", "late")
+    await send(harness, {"type": "DEPOSIT", "command_id": "e", "account_id": "early", "amount": 9})
+    transfer = {
+        "type": "TRANSFER_MONEY",
+        "command_id": "t-1",
+        "account_id": "early",
+        "to_account_id": "late",
+        "amount": 4,
+    }
+    own = partition_for(b"early", 8)
+    await harness.put(orjson.dumps(transfer), key=b"early", partition=own, timestamp=-0.001)
+    [record] = harness.outbox.on(commands_topic)
+    assert [item["timestamp"] for item in orjson.loads(record.value)] == [-1]
+    assert await send_bundle(harness, record.value, record.partition) == [Handled.APPLIED]
+    settle = harness.outbox.on(commands_topic)[-1]
+    assert await send_bundle(harness, settle.value, settle.partition) == [Handled.APPLIED]
+    assert (balance("early"), balance("late")) == (5, 4)
+    row = AccountRow.from_dict(get_json(accounts_table, "early"))
+    assert row.account is not None and row.account.in_flight == 0
+
+
 async def test_legs_in_one_bundle_for_one_account_each_apply_once(harness: Any) -> None:
     """Two legs share the record's offset; their index within it tells them apart."""
     await open_accounts(harness, "erin")
