@@ -22,9 +22,7 @@ from banking_app.query_service.projections import (
 )
 from banking_app.runtime import codec
 from banking_app.runtime.faust_app import app
-from banking_app.runtime.settings import settings
 from banking_app.runtime.tables import BatchedTable, get_json
-from banking_app.runtime.topics import hash_partition
 from banking_app.web import lookups, validation
 from banking_app.web.base import ApiView
 from banking_app.web.problems import bad_request, not_found
@@ -95,8 +93,7 @@ def _replica_here(table: BatchedTable, key: str) -> str | None:
     """``standby`` when this worker keeps a standby replica of ``key``'s partition of
     ``table``; ``taking-over`` when it has just been given the partition, while the
     request went to its former owner; None when it holds no copy."""
-    partition = hash_partition(codec.key(key), table.partitions or settings.partitions)
-    tp = TP(table.changelog_topic.get_topic_name(), partition)
+    tp = TP(table.changelog_topic.get_topic_name(), table.partition_of(codec.key(key)))
     if tp in app.assignor.assigned_standbys():
         return "standby"
     if tp in app.assignor.assigned_actives():

@@ -53,6 +53,10 @@ class BatchedTable(faust.Table):
         upstream.check_instance(store)  # the store's private attributes read here
         return store
 
+    def partition_of(self, key: bytes) -> int:
+        """The partition ``key`` lives in: the one its bytes hash to (``new_table``)."""
+        return hash_partition(key, self.partitions or settings.partitions)
+
     def stage(self, key: bytes, value: bytes | None, partition: int) -> None:
         writes = self.staged.setdefault(partition, {})
         writes.pop(key, None)  # keep the order of the writes, the last one last
@@ -79,7 +83,7 @@ class BatchedTable(faust.Table):
         """
         store = self.data
         if isinstance(store, RocksDBStore):
-            db = store._dbs.get(hash_partition(key, self.partitions or settings.partitions))
+            db = store._dbs.get(self.partition_of(key))
             value = db.get(key) if db is not None else None
             if value is not None:
                 return value  # type: ignore[no-any-return]
