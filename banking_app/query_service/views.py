@@ -53,7 +53,10 @@ def routed(table: BatchedTable, match_info: str) -> Callable[[Handler], Handler]
     a survivor takes the partition over (``taking-over`` while a request that went to
     the former owner comes back to the new one). A replica follows the changelog closely but
     may lack the latest writes, as any read of a read model may; ``?wait=true`` does not
-    use replicas, so read-your-writes still holds.
+    use replicas, so read-your-writes still holds. While the group rebalances, an answer
+    this worker gives for a key it owns is marked ``recovering``: a partition it has just
+    been given may still be catching up on its changelog (Faust's recovery runs until the
+    worker is ready, and ``app.rebalancing`` stays set until then).
     """
 
     def decorate(handler: Handler) -> Handler:
@@ -62,6 +65,12 @@ def routed(table: BatchedTable, match_info: str) -> Callable[[Handler], Handler]
         @functools.wraps(handler)
         async def get(view: ApiView, request: Request, **kwargs: Any) -> Response:
             await lookups.routable(table)
+            if app.rebalancing and lookups.owned_here(table, request.match_info[match_info]):
+                # A partition given to this worker in this rebalance is still being
+                # recovered from its changelog until the worker is ready again.
+                response = await handler(view, request, **kwargs)
+                response.headers[REPLICA_HEADER] = "recovering"
+                return response
             try:
                 return await route(view, request, **kwargs)
             except lookups.FORWARD_ERRORS as exc:

@@ -78,6 +78,15 @@ async def routable(table: BatchedTable) -> None:
         )
 
 
+def owned_here(table: BatchedTable, key: str) -> bool:
+    """Whether Faust's router places ``key`` of ``table`` on this worker."""
+    try:
+        owner = app.router.key_store(table.name, key)
+    except KeyError:
+        return False
+    return _ident(owner) == _ident(app.conf.canonical_url)
+
+
 async def lookup(table: BatchedTable, key: str, path: str) -> dict[str, Any] | None:
     """The stored value of ``key`` (as the API shows it), or None when there is none yet."""
     await routable(table)

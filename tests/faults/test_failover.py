@@ -30,7 +30,7 @@ import pytest
 from banking_app.runtime.topics import partition_for
 from support.brokers import BROKER_KINDS, started_broker
 from support.cluster import Worker
-from support.load import EventLog, Producer, Workload, logs, settle
+from support.load import EventLog, Producer, Workload, all_committed, logs, settle
 
 pytestmark = pytest.mark.kafka
 
@@ -81,7 +81,9 @@ async def test_the_survivor_answers_at_once_and_processes_after_takeover(
             async with Producer(broker) as producer, EventLog(broker) as log:
                 await producer.send_all([*creations, *deposits])
                 await settle(log, work.expected, broker, *workers)
-                # Both replicas have every account before the kill.
+                # Every input handled and committed, so every table write is in its
+                # changelog: both replicas can have every account before the kill.
+                await all_committed(broker)
                 before = await views(survivor.url, work.account_ids)
                 assert all(status == 200 for status, _, _ in before.values()), before
 

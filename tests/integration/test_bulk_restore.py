@@ -12,21 +12,16 @@ its persisted offsets, must again equal a directory recovered by Faust alone.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import shutil
 import signal
-import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import AccessType, Options, Rdict
 
 from support.cluster import Broker, Worker
-from support.load import EventLog, Producer, Workload, settle
+from support.load import EventLog, Producer, Workload, all_committed, settle
 
-#: The topics the worker's agents read.
-INPUTS = ("commands", "events", "command-outcome-events")
 BULK_EVERYTHING = {"BANKING_BULK_RESTORE": "1"}
 FAUST_ONLY = {"BANKING_BULK_RESTORE": "0"}
 #: A SIGKILL at the 20th of some 40 partition batches (five tables, eight partitions).
@@ -70,32 +65,6 @@ async def run_workload(broker: Broker, worker: Worker, work: Workload, count: in
         await all_committed(broker)
     finally:
         worker.stop()
-
-
-async def all_committed(broker: Broker, timeout: float = 120) -> None:
-    """Wait until the workers' group has committed every partition of the topics its
-    agents read up to the end."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker.bootstrap, group_id="banking-app", enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = [
-            TopicPartition(topic, partition)
-            for topic in INPUTS
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        assert tps, "no input partitions"
-        deadline = time.monotonic() + timeout
-        while True:
-            ends = await consumer.end_offsets(tps)
-            behind = {tp: ends[tp] for tp in tps if (await consumer.committed(tp) or 0) < ends[tp]}
-            if not behind:
-                return
-            assert time.monotonic() < deadline, f"not committed up to the end: {behind}"
-            await asyncio.sleep(0.5)
-    finally:
-        await consumer.stop()
 
 
 async def _sent_and_settled(broker: Broker, worker: Worker, work: Workload, count: int) -> None:

@@ -661,6 +661,36 @@ async def account_problems(
     }
 
 
+#: The topics the worker's agents read.
+AGENT_INPUTS = ("commands", "events", "command-outcome-events")
+
+
+async def all_committed(broker: Broker, timeout: float = 120) -> None:
+    """Wait until the workers' group has committed every partition of the topics its
+    agents read up to the end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id="banking-app", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(topic, partition)
+            for topic in AGENT_INPUTS
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        assert tps, "no input partitions"
+        deadline = time.monotonic() + timeout
+        while True:
+            ends = await consumer.end_offsets(tps)
+            behind = {tp: ends[tp] for tp in tps if (await consumer.committed(tp) or 0) < ends[tp]}
+            if not behind:
+                return
+            assert time.monotonic() < deadline, f"not committed up to the end: {behind}"
+            await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+
+
 async def committed_inputs(broker: Broker, command_ids: set[str]) -> dict[str, set[str]]:
     """For each of ``command_ids``, the types of its records on ``commands`` that lie below
     the offset the workers' group has committed on their partition: records the group

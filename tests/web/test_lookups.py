@@ -255,3 +255,20 @@ async def test_once_the_tables_are_ready_the_changelog_is_loaded_into_metadata_o
     await lookups.routable(command_outcomes_table)
     await lookups.routable(command_outcomes_table)
     assert producer.asked == [command_outcomes_table.changelog_topic.get_topic_name()]
+
+
+def test_a_key_is_owned_here_only_when_the_router_places_it_on_this_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``owned_here`` decides whether a view answers from its own tables while the group
+    rebalances (marked ``recovering``): a key placed elsewhere, or nowhere yet, is not."""
+    owned_by(monkeypatch, URL(str(app.conf.canonical_url)))
+    assert lookups.owned_here(command_outcomes_table, "c-1")
+    owned_by(monkeypatch, URL("http://elsewhere.invalid:6066"))
+    assert not lookups.owned_here(command_outcomes_table, "c-1")
+
+    def unplaced(table: str, key: str) -> URL:
+        raise KeyError(key)
+
+    monkeypatch.setattr(app.router, "key_store", unplaced)
+    assert not lookups.owned_here(command_outcomes_table, "c-1")
