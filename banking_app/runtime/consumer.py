@@ -25,7 +25,9 @@ Upstream code replaced or read (faust-streaming 0.15.3, mode-streaming 0.7.1, ai
 - ``faust/transport/drivers/aiokafka.py``: ``AIOKafkaConsumerThread._ensure_consumer``
   (the aiokafka consumer, to seek it) and ``earliest_offsets``.
 - ``mode/services.py``: ``Service._stopped`` of the consumer and the fetcher, as Faust's
-  loop reads it; ``mode/threads.py``: ``QueueServiceThread.call_thread``.
+  loop reads it, and ``Service._crashed`` of the consumer thread, before a commit
+  (``ThreadDelegateConsumer._commit``, extended); ``mode/threads.py``:
+  ``QueueServiceThread.call_thread``.
 - ``aiokafka/consumer/subscription_state.py``: ``AIOKafkaConsumer._subscription`` and
   the partition state behind it (``_position``), because aiokafka's public
   ``position()`` waits until there is a position, and the stall check must not.
@@ -320,6 +322,27 @@ class InOrderConsumer(driver.Consumer):
     async def on_stop(self) -> None:
         await self._readable.close()
         await super().on_stop()
+
+    async def _commit(self, offsets: Mapping[Any, int]) -> bool:
+        """Faust's commit through the consumer thread, unless that thread has crashed.
+
+        When the worker crashes (a take that keeps failing: ``runtime.retries``), mode
+        marks every service of the worker crashed at once (``Service._crash``), the
+        consumer thread among them, and the thread then shuts itself down: it stops its
+        method queue and leaves the group. The consumer's own stop, which comes later,
+        commits once more through that queue, and a call nobody serves waited for ever:
+        the worker hung after "LeaveGroup request succeeded" instead of exiting. After a
+        crash the last commit is skipped; what it would have committed is read again and
+        handled once, as after a SIGKILL.
+        """
+        if self._thread._crashed.is_set():
+            log.warning(
+                "not committing offsets of %d partitions: the worker has crashed, and "
+                "its consumer thread has stopped; they are read again after a restart",
+                len(offsets),
+            )
+            return False
+        return await super()._commit(offsets)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self._cursors.forget(revoked)

@@ -135,6 +135,14 @@ HOOKS = (
     Hook(FAUST, faust_driver.AIOKafkaConsumerThread, "_ensure_consumer", IN_ORDER),
     Hook(FAUST, faust_driver.AIOKafkaConsumerThread, "earliest_offsets", IN_ORDER),
     Hook(MODE, Service, "_stopped", IN_ORDER, on_instances=True),
+    Hook(MODE, Service, "_crashed", IN_ORDER, on_instances=True),
+    Hook(
+        FAUST,
+        faust_consumer.ThreadDelegateConsumer,
+        "_commit",
+        IN_ORDER,
+        called_from=(faust_consumer.Consumer, "_commit_offsets"),
+    ),
     Hook(MODE, QueueServiceThread, "call_thread", IN_ORDER),
     # ...and aiokafka's subscription state, for a partition's fetch position without
     # waiting for one (consumer.InOrderConsumer._position).
