@@ -673,6 +673,8 @@ async def all_committed(broker: Broker, timeout: float = 120) -> None:
     )
     await consumer.start()
     try:
+        # A consumer that subscribes to nothing knows no topic until it asks (Kafka).
+        await consumer._client.force_metadata_update()
         tps = [
             TopicPartition(topic, partition)
             for topic in AGENT_INPUTS
