@@ -164,11 +164,11 @@ def command_partitions() -> int:
     return app.consumer.topic_partitions(commands_topic.get_topic_name()) or settings.partitions
 
 
-def leg_bundles(legs: list[tuple[Command, float]], partitions: int) -> list[Record]:
+async def leg_bundles(legs: list[tuple[Command, float]], partitions: int) -> list[Record]:
     """A take's saga legs, sealed, as one record per partition of ``commands``."""
     bundles = Bundles(commands_topic)
     key = settings.leg_key_bytes()
-    for leg, timestamp in legs:
+    async for leg, timestamp in taking_turns(legs):
         envelope = {"timestamp": round(timestamp * 1000), "command": leg_seal.sealed(leg, key)}
         bundles.add(partition_for(codec.key(leg.account_id), partitions), codec.dumps(envelope))
     return bundles.close()
@@ -218,10 +218,10 @@ class CommandProcessor:
         batch = Batch()
         async for event in taking_turns(events):
             try:
-                batch.handled += self.decide_record(batch, event.message)
+                batch.handled += await self.decide_record(batch, event.message)
             except Exception as exc:  # outside ``isolated``: dead-lettering it failed
                 batch.handled.append(self.set_aside(batch, Input(event.message), exc))
-        batch.records += leg_bundles(batch.legs, command_partitions())
+        batch.records += await leg_bundles(batch.legs, command_partitions())
         await self.outbox.publish(batch.records, fault="publish")
         async for account_id, (row, partition) in taking_turns(batch.rows.items()):
             stage_json(accounts_table, account_id, row.to_dict(), partition)
@@ -235,7 +235,7 @@ class CommandProcessor:
         )
         return batch.handled
 
-    def decide_record(self, batch: Batch, message: faust.types.Message) -> list[Handled]:
+    async def decide_record(self, batch: Batch, message: faust.types.Message) -> list[Handled]:
         try:
             data = self.decode(message)
         except ValueError as exc:  # not JSON at all (orjson.JSONDecodeError)
@@ -246,7 +246,12 @@ class CommandProcessor:
         if isinstance(data, list) and not message.key:
             # A bundle of saga legs (sent without a key); an array under a key is a
             # client's mistake, dead-lettered whole below like any value not a command.
-            return [self.isolated(batch, leg, item) for leg, item in unbundle(message, data)]
+            # A bundle can hold thousands of legs: the web views get their turns within
+            # it too, or a GET waits seconds for the whole bundle (runtime.turns).
+            return [
+                self.isolated(batch, leg, item)
+                async for leg, item in taking_turns(unbundle(message, data))
+            ]
         return [self.isolated(batch, Input(message), data)]
 
     def decode(self, message: faust.types.Message) -> Any:
