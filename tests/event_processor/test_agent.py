@@ -280,8 +280,8 @@ async def test_a_bundle_of_many_legs_gives_other_tasks_their_turns(
     the web views, on the same event loop, waited seconds for it (the benchmark's query
     p99). The legs take turns with other tasks, as a take's records do: another task
     runs between every ``TURN`` of them."""
-    await open_accounts(harness, "alice")
-    legs = [credit(f"t{n}", "alice", 1) for n in range(10 * TURN)]
+    await open_accounts(harness, "bundled")
+    legs = [credit(f"many-legs-{n}", "bundled", 1) for n in range(10 * TURN)]
     ticks = 0
     seen_at_each_leg: list[int] = []
     isolated = agents.processor.isolated
@@ -300,11 +300,11 @@ async def test_a_bundle_of_many_legs_gives_other_tasks_their_turns(
             await asyncio.sleep(0)
 
     ticker = asyncio.create_task(other_task())
-    results = await send_bundle(harness, bundle(*legs), partition_for(b"alice", 8))
+    results = await send_bundle(harness, bundle(*legs), partition_for(b"bundled", 8))
     handled.set()
     await ticker
 
     assert results == [Handled.APPLIED] * len(legs)
-    assert balance("alice") == len(legs)
+    assert balance("bundled") == len(legs)
     # The other task ran between the legs, not only before and after the bundle.
     assert len(set(seen_at_each_leg)) >= len(legs) // TURN, seen_at_each_leg
