@@ -54,10 +54,12 @@ async def submit(view: ApiView, request: Request, command: Command, **extra: Any
     wait, timeout = validation.wait_options(request)
     body = {"command_id": command.command_id, **extra}
     headers = {"Location": f"/commands/{command.command_id}"}
-    # A key seen before answers with its first outcome, without sending anything: the
-    # command side dedupes per account, so this is also what stops the key being reused
-    # for another account. When the worker holding the outcome is away this is a 504 or
-    # 503 and nothing is sent; the wait below instead runs out as 202 pending.
+    # A key seen before answers with its first outcome, without sending anything. The
+    # command side also refuses a key reused for another command (COMMAND_ID_REUSED,
+    # bank-wide, filed apart from the first use), so when two uses race, the second one
+    # waits below for the key's outcome, finds the first use's, and is answered 422 when
+    # it names another account. When the worker holding the outcome is away this is a
+    # 504 or 503 and nothing is sent; the wait below instead runs out as 202 pending.
     previous = await lookups.outcome(command.command_id)
     if previous is not None and previous["status"] != "pending":
         return answer(view, command, previous, body, headers)

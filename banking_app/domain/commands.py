@@ -4,6 +4,9 @@
 past it may assume well-formed fields. Unknown fields are ignored (so Faust's record
 metadata and newer clients are accepted); missing or mistyped known fields are not.
 
+The claim legs (``CLAIM_COMMAND_ID`` and its ``COMMAND_ID_ANSWER``) are internal too:
+they make a command id bank-wide (``banking_app.domain.command_ids``) and move no money.
+
 A saga leg is read as strictly as ``decide`` writes one, because anything that can
 write the commands topic can send one: an amount from 1 to ``MAX_AMOUNT``, a
 counterparty other than the account itself, a refund reason a credit can really be
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from banking_app.domain.errors import REFUND_REASONS, MalformedCommand, MalformedLeg
@@ -24,6 +28,9 @@ MAX_ID_LENGTH = 128
 COMMAND_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~:@+=-]{0,127}$")
 ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")  # safe in URL paths
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+#: A command's fingerprint (``command_ids.fingerprint``): 128 bits as lowercase hex.
+FINGERPRINT_RE = re.compile(r"^[0-9a-f]{32}$")
+MAX_OFFSET = 2**63 - 1
 MAX_OWNER_LENGTH = 200
 
 
@@ -36,6 +43,8 @@ class Command:
     leg: ClassVar[str] = ""
     #: For a saga leg, the field naming the transfer's other account ("" otherwise).
     counterparty_field: ClassVar[str] = ""
+    #: A leg of the claim that makes a command id bank-wide, not of a transfer.
+    claim_leg: ClassVar[bool] = False
 
     command_id: str
     account_id: str
@@ -48,6 +57,11 @@ class Command:
         A saga leg shares the transfer's command id, so it needs a suffix of its own.
         """
         return f"{self.command_id}/{self.leg}" if self.leg else self.command_id
+
+    @property
+    def route_key(self) -> str:
+        """The key that picks the partition this input is decided on: its account."""
+        return self.account_id
 
     def to_dict(self) -> dict[str, Any]:
         """The plain-JSON wire form that ``parse_command`` reads back."""
@@ -129,6 +143,50 @@ class SettleTransfer(Command):
     amount: int = 0
 
 
+class Answer(StrEnum):
+    """What a command id's partition answers a claim (``command_ids.answer``)."""
+
+    #: the first use of the id, or a redelivery of it: decide the command
+    CLAIMED = "CLAIMED"
+    #: the same command again at another position: the first outcome stands
+    DUPLICATE = "DUPLICATE"
+    #: the id was first used for other content: refuse with COMMAND_ID_REUSED
+    REUSED = "REUSED"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimCommandId(Command):
+    """Claim leg: record a command id for the command at ``offset``/``index`` of its
+    account's partition. Sent to the partition of the command id (``route_key``), where
+    the ``command-claims`` table lives; ``account_id`` is the claimant's account."""
+
+    type: ClassVar[str] = "CLAIM_COMMAND_ID"
+    public: ClassVar[bool] = False
+    leg: ClassVar[str] = "claim"
+    claim_leg: ClassVar[bool] = True
+    fingerprint: str = ""
+    offset: int = 0
+    index: int = 0
+
+    @property
+    def route_key(self) -> str:
+        return self.command_id
+
+
+@dataclass(frozen=True, slots=True)
+class CommandIdAnswer(Command):
+    """Claim leg: the answer to a ``ClaimCommandId``, sent back to the claimant's account."""
+
+    type: ClassVar[str] = "COMMAND_ID_ANSWER"
+    public: ClassVar[bool] = False
+    leg: ClassVar[str] = "answer"
+    claim_leg: ClassVar[bool] = True
+    fingerprint: str = ""
+    offset: int = 0
+    index: int = 0
+    answer: str = ""
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.type: cls
     for cls in (
@@ -140,11 +198,16 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         CreditTransfer,
         RefundTransfer,
         SettleTransfer,
+        ClaimCommandId,
+        CommandIdAnswer,
     )
 }
 PUBLIC_COMMAND_TYPES = tuple(name for name, cls in COMMAND_TYPES.items() if cls.public)
 #: A saga leg: what ``decide`` sends on the commands topic, never a client.
 Leg = CreditTransfer | RefundTransfer | SettleTransfer
+#: A claim leg: what the command agent sends to make a command id bank-wide.
+ClaimLeg = ClaimCommandId | CommandIdAnswer
+CLAIM_LEG_TYPES = tuple(name for name, cls in COMMAND_TYPES.items() if cls.claim_leg)
 
 
 def _field(data: dict[str, Any], name: str, command_id: str | None) -> Any:
@@ -239,6 +302,18 @@ def _read(cls: type[Command], data: dict[str, Any], command_id: str | None) -> C
             )
         common["expected_version"] = _integer(data, "expected_version", 0, 2**63 - 1, command_id)
     extra: dict[str, Any] = {}
+    if cls.claim_leg:
+        extra["fingerprint"] = _string(data, "fingerprint", FINGERPRINT_RE, command_id)
+        extra["offset"] = _integer(data, "offset", 0, MAX_OFFSET, command_id)
+        extra["index"] = _integer(data, "index", 0, MAX_OFFSET, command_id)
+        if cls is CommandIdAnswer:
+            value = _field(data, "answer", command_id)
+            if not isinstance(value, str) or value not in Answer.__members__:
+                raise MalformedCommand(
+                    f"field 'answer' must be one of {', '.join(Answer)}", command_id
+                )
+            extra["answer"] = value
+        return cls(**common, **extra)
     if cls is CreateAccount:
         extra["owner"] = _owner(data, command_id)
         extra["currency"] = _string(data, "currency", CURRENCY_RE, command_id)

@@ -22,6 +22,9 @@ class Reason(StrEnum):
     BALANCE_NOT_ZERO = "BALANCE_NOT_ZERO"
     VERSION_CONFLICT = "VERSION_CONFLICT"
     MALFORMED_COMMAND = "MALFORMED_COMMAND"
+    #: The command id was first used for another command: another account, type or
+    #: amount (``banking_app.domain.command_ids``). The first use stands.
+    COMMAND_ID_REUSED = "COMMAND_ID_REUSED"
 
 
 class DomainError(Exception):

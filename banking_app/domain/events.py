@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any, ClassVar
 
+from banking_app.domain.errors import Reason
+
 SCHEMA_VERSION = 2
 # A fixed namespace so event ids are stable across processes, machines and releases.
 EVENT_ID_NAMESPACE = uuid.UUID("5b0f3d1e-8a4c-4f43-9a55-6b2a3c1d9e70")
@@ -173,6 +175,18 @@ TERMINAL_TYPES = frozenset(
         "CommandRejected",
     }
 )
+
+
+def outcome_key(event: Event) -> str:
+    """The use of a command id that ``event`` is the outcome of.
+
+    The command id, except for a ``COMMAND_ID_REUSED`` refusal: that is filed under its
+    own use (the id and its event id), so the first use keeps the bare id, in the
+    ``command-outcomes`` table (``GET /commands/{id}``) and in the ledger alike.
+    """
+    if isinstance(event, CommandRejected) and event.reason == Reason.COMMAND_ID_REUSED:
+        return f"{event.command_id}/reused/{event.event_id}"
+    return event.command_id
 
 
 def upcast(data: dict[str, Any]) -> dict[str, Any]:

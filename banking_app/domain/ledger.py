@@ -88,9 +88,10 @@ class Ledger:
         return False
 
     def _count_outcome(self, event: ev.Event) -> None:
-        key = f"outcome/{event.command_id}"
+        use = ev.outcome_key(event)
+        key = f"outcome/{use}"
         if key in self.seen:
-            self.violations.append(f"command {event.command_id} has more than one outcome")
+            self.violations.append(f"command {use} has more than one outcome")
             return
         self.seen[key] = b"1"
         self.commands_with_outcome += 1

@@ -1,8 +1,15 @@
 """The command agent: decide each command against its account and emit the events.
 
-Order of writes per take (docs/at-least-once.md): events and saga legs first, acked by
-the broker; then the account rows; then the command-id index. Whatever prefix of that
-survives a crash is safe to reprocess.
+Order of writes per take (docs/at-least-once.md): events and legs first, acked by the
+broker; then the account rows; then the command-id index and the claims. Whatever
+prefix of that survives a crash is safe to reprocess.
+
+A public command is decided only once its command id is claimed bank-wide
+(docs/command-ids.md): it waits in its account's queue of pending inputs
+(``pending``) while a ``CLAIM_COMMAND_ID`` leg goes to the partition of its id, whose
+``command-claims`` table answers with a ``COMMAND_ID_ANSWER`` leg; when the id's
+partition is the account's own, the claim is answered in the same take. Inputs leave
+the queue in partition order, as soon as the inputs before them have.
 
 Failures (docs/at-least-once.md, "When handling fails"): an input that cannot be
 decided is tried once more and then set aside, dead-lettered as ``PROCESSING_FAILED``
@@ -16,7 +23,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import partial
 from typing import Any, NamedTuple
@@ -24,18 +31,33 @@ from typing import Any, NamedTuple
 import faust
 from faust.types import EventT
 
-from banking_app.domain import MalformedCommand, MalformedLeg, parse_command
-from banking_app.domain.commands import ACCOUNT_ID_RE, COMMAND_TYPES, Command, read_command_id
+from banking_app.domain import Account, MalformedCommand, MalformedLeg, parse_command
+from banking_app.domain.command_ids import Claim, answer
+from banking_app.domain.commands import (
+    ACCOUNT_ID_RE,
+    COMMAND_TYPES,
+    Answer,
+    ClaimCommandId,
+    Command,
+    CommandIdAnswer,
+    read_command_id,
+)
 from banking_app.domain.decide import Decision, rejection
-from banking_app.event_processor import leg_seal
+from banking_app.event_processor import leg_seal, pending
 from banking_app.event_processor.idempotency import (
     AccountRow,
     Position,
+    admit,
     as_position,
+    decide_pending,
     process,
     stored_position,
 )
-from banking_app.event_processor.tables import accounts_table, command_offsets_table
+from banking_app.event_processor.tables import (
+    accounts_table,
+    command_claims_table,
+    command_offsets_table,
+)
 from banking_app.runtime import codec, metrics
 from banking_app.runtime.faults import faults
 from banking_app.runtime.faust_app import app
@@ -53,6 +75,7 @@ from banking_app.runtime.topics import (
     commands_topic,
     dead_letters_topic,
     events_topic,
+    hash_partition,
     partition_for,
 )
 from banking_app.runtime.turns import taking_turns
@@ -79,6 +102,29 @@ class Handled(StrEnum):
     DEAD_LETTERED = "dead-lettered"
     #: deciding it failed twice: dead-lettered as PROCESSING_FAILED, with the error
     SET_ASIDE = "set-aside"
+    #: taken into its account's queue, to be decided once its claim, and the inputs
+    #: before it, are answered (what became of it then is in a later take's ``decided``)
+    QUEUED = "queued"
+    #: refused: its command id was first used for another command (COMMAND_ID_REUSED)
+    REUSED = "reused"
+    #: a claim leg, answered from the ``command-claims`` table
+    CLAIM = "claim"
+    #: a claim's answer, recorded in its account's queue
+    ANSWER = "answer"
+
+
+#: Where an input sat: (partition, offset, index).
+Place = tuple[int, int, int]
+
+
+class Outcomes(list[Handled]):
+    """What became of each input of a take, in order; and, in ``decided``, of each
+    input released from its account's queue in this take (an earlier take's ``QUEUED``
+    input among them), by the place it sat at."""
+
+    def __init__(self, handled: list[Handled], decided: dict[Place, Handled]) -> None:
+        super().__init__(handled)
+        self.decided = decided
 
 
 class Input(NamedTuple):
@@ -165,13 +211,19 @@ def command_partitions() -> int:
 
 
 async def leg_bundles(legs: list[tuple[Command, float]], partitions: int) -> list[Record]:
-    """A take's saga legs, sealed, as one record per partition of ``commands``."""
+    """A take's legs, sealed, as one record per partition of ``commands``: each goes to
+    the partition of its ``route_key`` (a saga leg's account, a claim's command id)."""
     bundles = Bundles(commands_topic)
     key = settings.leg_key_bytes()
     async for leg, timestamp in taking_turns(legs):
         envelope = {"timestamp": round(timestamp * 1000), "command": leg_seal.sealed(leg, key)}
-        bundles.add(partition_for(codec.key(leg.account_id), partitions), codec.dumps(envelope))
+        bundles.add(partition_for(codec.key(leg.route_key), partitions), codec.dumps(envelope))
     return bundles.close()
+
+
+def claim_partition(command_id: str) -> int:
+    """The partition a command id is claimed on (its ``command-claims`` row's)."""
+    return hash_partition(codec.key(command_id), command_partitions())
 
 
 @dataclass
@@ -181,12 +233,37 @@ class Batch:
     records: list[Record] = field(default_factory=list)
     #: saga legs to send, each with the timestamp of the input that sent it
     legs: list[tuple[Command, float]] = field(default_factory=list)
+    #: claim legs to send (claims and answers), bundled apart from the saga legs
+    claim_legs: list[tuple[Command, float]] = field(default_factory=list)
     #: account id → (its final row in this batch, its partition)
     rows: dict[str, tuple[AccountRow, int]] = field(default_factory=dict)
     #: input id → (position it was applied at, its partition)
     offsets: dict[str, tuple[Position, int]] = field(default_factory=dict)
+    #: command id → (its first claim, newly made in this batch; its partition)
+    claims: dict[str, tuple[Claim, int]] = field(default_factory=dict)
     applied: list[tuple[Command, Decision]] = field(default_factory=list)
     handled: list[Handled] = field(default_factory=list)
+    decided: dict[Place, Handled] = field(default_factory=dict)
+
+    def add(self, released: Released, account_id: str, partition: int) -> None:
+        """Take in what releasing an account's inputs made."""
+        self.records += released.records
+        self.legs += released.legs
+        self.rows[account_id] = (released.row, partition)
+        self.applied += released.applied
+        self.decided.update(released.decided)
+
+
+@dataclass
+class Released:
+    """What the inputs released from one account's queue made: computed whole before
+    the batch takes it in (see ``CommandProcessor.isolated``)."""
+
+    row: AccountRow
+    records: list[Record] = field(default_factory=list)
+    legs: list[tuple[Command, float]] = field(default_factory=list)
+    applied: list[tuple[Command, Decision]] = field(default_factory=list)
+    decided: dict[Place, Handled] = field(default_factory=dict)
 
 
 class CommandProcessor:
@@ -201,7 +278,7 @@ class CommandProcessor:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
 
-    async def handle_take(self, events: Sequence[EventT]) -> list[Handled]:
+    async def handle_take(self, events: Sequence[EventT]) -> Outcomes:
         """``handle_batch``, retried when it fails, until the worker gives up."""
         return await until_handled(
             lambda: self.handle_batch(events),
@@ -213,7 +290,7 @@ class CommandProcessor:
             abandon=partial(let_go, events),
         )
 
-    async def handle_batch(self, events: Sequence[EventT]) -> list[Handled]:
+    async def handle_batch(self, events: Sequence[EventT]) -> Outcomes:
         """What became of each input of the take (a bundle record holds several)."""
         batch = Batch()
         async for event in taking_turns(events):
@@ -221,19 +298,23 @@ class CommandProcessor:
                 batch.handled += await self.decide_record(batch, event.message)
             except Exception as exc:  # outside ``isolated``: dead-lettering it failed
                 batch.handled.append(self.set_aside(batch, Input(event.message), exc))
-        batch.records += await leg_bundles(batch.legs, command_partitions())
+        partitions = command_partitions()
+        batch.records += await leg_bundles(batch.legs, partitions)
+        batch.records += await leg_bundles(batch.claim_legs, partitions)
         await self.outbox.publish(batch.records, fault="publish")
         async for account_id, (row, partition) in taking_turns(batch.rows.items()):
             stage_json(accounts_table, account_id, row.to_dict(), partition)
         async for dedupe_id, (position, partition) in taking_turns(batch.offsets.items()):
             stage_json(command_offsets_table, dedupe_id, stored_position(position), partition)
+        async for command_id, (claim, partition) in taking_turns(batch.claims.items()):
+            stage_json(command_claims_table, command_id, claim.to_dict(), partition)
         # Wait for the changelog too: the next take then never shares a produce batch
         # with this one (see "Known broker quirks" in the README).
         await self.outbox.flush(TABLES, fault="flush")
         metrics.count_commands(
             (command.type, decision.events) for command, decision in batch.applied
         )
-        return batch.handled
+        return Outcomes(batch.handled, batch.decided)
 
     async def decide_record(self, batch: Batch, message: faust.types.Message) -> list[Handled]:
         try:
@@ -315,9 +396,13 @@ class CommandProcessor:
                 )
         except MalformedCommand as exc:
             return self.malformed(batch, source, exc, data)
-        if not self.on_own_partition(source, command.account_id):
-            batch.records.append(self.reroute(source, command.command_id, command.account_id))
+        if not self.on_own_partition(source, command.route_key):
+            batch.records.append(self.reroute(source, command.command_id, command.route_key))
             return Handled.REROUTED
+        if isinstance(command, ClaimCommandId):
+            return self.claim(batch, source, command)
+        if isinstance(command, CommandIdAnswer):
+            return self.answer(batch, source, command)
         return self.apply(batch, source, command)
 
     def malformed(self, batch: Batch, source: Input, exc: MalformedCommand, data: Any) -> Handled:
@@ -357,34 +442,231 @@ class CommandProcessor:
         stored = read_json(command_offsets_table, dedupe_id, source.partition)
         return as_position(stored) if stored is not None else None
 
-    def on_own_partition(self, source: Input, account_id: str) -> bool:
-        """True when the input sits where the account's state lives.
+    def on_own_partition(self, source: Input, key: str) -> bool:
+        """True when the input sits where its state lives: the partition of ``key``
+        (its account's id, or for a claim its command id).
 
         A producer that keyed the record otherwise (no key, another partitioner) would
         otherwise split one account's inputs over two partitions, and their order.
         """
-        own = partition_for(codec.key(account_id), command_partitions())
-        return source.has_key_of(account_id) and source.partition == own
+        own = partition_for(codec.key(key), command_partitions())
+        return source.has_key_of(key) and source.partition == own
 
-    def reroute(self, source: Input, command_id: str, account_id: str) -> Record:
+    def reroute(self, source: Input, command_id: str, key: str) -> Record:
         log.info(
-            "re-keying command %s from partition %s to account %s",
+            "re-keying command %s from partition %s to key %s",
             command_id,
             source.partition,
-            account_id,
+            key,
         )
-        return Record(commands_topic, codec.key(account_id), source.value, source.timestamp)
+        return Record(commands_topic, codec.key(key), source.value, source.timestamp)
+
+    def row(self, batch: Batch, account_id: str, partition: int) -> AccountRow | None:
+        """The account's row as the take has it: its own write first, else the table's."""
+        if account_id in batch.rows:
+            return batch.rows[account_id][0]
+        stored = read_json(accounts_table, account_id, partition)
+        return AccountRow.from_dict(stored) if stored is not None else None
 
     def apply(self, batch: Batch, source: Input, command: Command) -> Handled:
+        """Take a public command or saga leg into its account, at most once.
+
+        A saga leg with nothing pending before it is decided at once, as it always was.
+        Anything else joins the account's queue; a public command's id is claimed (in
+        this take when its partition is this one), and whatever the queue can release
+        is decided.
+        """
         partition = source.partition
-        if command.account_id in batch.rows:
-            row: AccountRow | None = batch.rows[command.account_id][0]
-        else:
-            stored = read_json(accounts_table, command.account_id, partition)
-            row = AccountRow.from_dict(stored) if stored is not None else None
+        row = self.row(batch, command.account_id, partition)
         seen = self.seen_at(batch, source, command.dedupe_id)
-        occurred_at = codec.iso_timestamp(source.timestamp)
         faults.check("decide", command.command_id)
+        if not command.public and (row is None or not row.pending):
+            return self.apply_leg(batch, source, command, row, seen)
+        admission = admit(row, command, source.position, source.timestamp, seen)
+        if admission.duplicate:
+            if admission.record_offset:
+                batch.offsets[command.dedupe_id] = (source.position, partition)
+            log.info("command %s already taken in; ignoring the copy", command.dedupe_id)
+            metrics.duplicates_total.labels(command.type).inc()
+            return Handled.DUPLICATE
+        row = admission.row
+        made: tuple[Claim, int] | None = None
+        claims: list[tuple[Command, float]] = []
+        if command.public:
+            entry = row.pending[-1]
+            claimant = Claim(entry.fingerprint, command.account_id, source.position)
+            if claim_partition(command.command_id) == partition:
+                stored, said, new = self.claimed(batch, command.command_id, claimant, partition)
+                made = (stored, partition) if new else None
+                queue = pending.record_answer(
+                    row.pending, command.command_id, source.position, entry.fingerprint, said
+                )
+                row = replace(row, pending=queue)
+            else:
+                offset, index = source.position
+                leg = ClaimCommandId(
+                    command_id=command.command_id,
+                    account_id=command.account_id,
+                    fingerprint=entry.fingerprint,
+                    offset=offset,
+                    index=index,
+                )
+                claims.append((leg, source.timestamp))
+        released = self.release(row, partition)
+        # Everything is computed before ``batch`` changes (see ``isolated``).
+        batch.add(released, command.account_id, partition)
+        batch.claim_legs += claims
+        if made is not None:
+            batch.claims[command.command_id] = made
+        if not command.public:
+            batch.offsets[command.dedupe_id] = (source.position, partition)
+        return released.decided.get((partition, *source.position), Handled.QUEUED)
+
+    def claimed(
+        self, batch: Batch, command_id: str, claimant: Claim, partition: int
+    ) -> tuple[Claim, Answer, bool]:
+        """The id's claim row after ``claimant``, the answer, and whether the row is new."""
+        if command_id in batch.claims:
+            stored: Claim | None = batch.claims[command_id][0]
+        else:
+            data = read_json(command_claims_table, command_id, partition)
+            stored = Claim.from_dict(data) if data is not None else None
+        claim, said = answer(stored, claimant)
+        return claim, said, stored is None
+
+    def claim(self, batch: Batch, source: Input, leg: ClaimCommandId) -> Handled:
+        """Answer a claim from the ``command-claims`` table, and send the answer back.
+
+        The row is written once, by the first claim, so a claim delivered again gets the
+        answer it got before.
+        """
+        position = (leg.offset, leg.index)
+        claimant = Claim(leg.fingerprint, leg.account_id, position)
+        stored, said, new = self.claimed(batch, leg.command_id, claimant, source.partition)
+        reply = CommandIdAnswer(
+            command_id=leg.command_id,
+            account_id=leg.account_id,
+            fingerprint=leg.fingerprint,
+            offset=leg.offset,
+            index=leg.index,
+            answer=said.value,
+        )
+        if new:
+            batch.claims[leg.command_id] = (stored, source.partition)
+        batch.claim_legs.append((reply, source.timestamp))
+        if said is not Answer.CLAIMED:
+            log.info("command id %s claimed again: %s", leg.command_id, said.value)
+        return Handled.CLAIM
+
+    def answer(self, batch: Batch, source: Input, leg: CommandIdAnswer) -> Handled:
+        """Record a claim's answer in the account's queue, and decide what it releases.
+
+        An answer no input waits for (a copy, or one sent before a restart for an input
+        that was taken in again and claimed again) changes nothing.
+        """
+        partition = source.partition
+        row = self.row(batch, leg.account_id, partition)
+        queue = row.pending if row is not None else ()
+        answered = pending.record_answer(
+            queue, leg.command_id, (leg.offset, leg.index), leg.fingerprint, Answer(leg.answer)
+        )
+        if row is None or answered is queue:
+            log.info("answer for command %s awaited by no input; ignoring it", leg.command_id)
+            return Handled.DUPLICATE
+        released = self.release(replace(row, pending=answered), partition)
+        batch.add(released, leg.account_id, partition)
+        return Handled.ANSWER
+
+    def release(self, row: AccountRow, partition: int) -> Released:
+        """Decide the inputs at the head of the row's queue that can be decided, in order.
+
+        Each is tried twice (deciding is pure); one that fails both times is set aside
+        (dead-lettered as PROCESSING_FAILED, with no event) and the next goes on, so one
+        bad input never holds its account's queue. Its command id stays claimed: a copy
+        of it is a duplicate, whose outcome is that dead letter.
+        """
+        ready, rest = pending.release(row.pending)
+        released = Released(replace(row, pending=rest))
+        account = row.account
+        for entry in ready:
+            place = (partition, *entry.position)
+            try:
+                command, decision, after = tried_twice(
+                    partial(_decide_entry, account, entry),
+                    f"deciding input {entry.position}",
+                    (MalformedLeg,),
+                )
+            except MalformedLeg as exc:  # a leg no real debit can have sent: nothing moves
+                released.records.append(self.pending_letter(entry, partition, exc))
+                released.decided[place] = Handled.DEAD_LETTERED
+                continue
+            except Exception as exc:
+                log.error(
+                    "setting aside input %s of partition %s: %r",
+                    entry.position,
+                    partition,
+                    exc,
+                    exc_info=exc,
+                )
+                metrics.processing_failures_total.labels("process_commands").inc()
+                released.records.append(
+                    self.pending_letter(entry, partition, exc, "PROCESSING_FAILED")
+                )
+                released.decided[place] = Handled.SET_ASIDE
+                continue
+            account = after
+            released.records += [
+                Record(events_topic, codec.key(e.account_id), codec.dumps(e.to_dict()))
+                for e in decision.events
+            ]
+            released.legs += [(leg, entry.timestamp) for leg in decision.legs]
+            if entry.answer is Answer.DUPLICATE:
+                log.info("command %s already decided; ignoring the copy", command.command_id)
+                metrics.duplicates_total.labels(command.type).inc()
+                released.decided[place] = Handled.DUPLICATE
+                continue
+            released.applied.append((command, decision))
+            reused = entry.answer is Answer.REUSED
+            released.decided[place] = Handled.REUSED if reused else Handled.APPLIED
+        released.row = replace(released.row, account=account)
+        return released
+
+    def pending_letter(
+        self, entry: pending.Pending, partition: int, exc: Exception, reason: str | None = None
+    ) -> Record:
+        """The dead letter of an input decided after its record's take: built from what
+        the queue kept of it (the input as parsed, without its seal)."""
+        reason = reason or "MALFORMED_COMMAND"
+        offset, index = entry.position
+        value = codec.dumps(entry.command)
+        letter = {
+            "reason": reason,
+            "detail": str(exc) if isinstance(exc, MalformedCommand) else repr(exc),
+            "topic": commands_topic.get_topic_name(),
+            "partition": partition,
+            "offset": offset,
+            **({"index": index} if index else {}),
+            "timestamp": _safe_iso(entry.timestamp),
+            "key": entry.command.get("account_id"),
+            "value": value.decode(),
+            "value_bytes": len(value),
+            "value_truncated": False,
+        }
+        metrics.dead_letters_total.labels(reason).inc()
+        key = codec.key(entry.command.get("account_id", ""))
+        return Record(dead_letters_topic, key, codec.dumps(letter))
+
+    def apply_leg(
+        self,
+        batch: Batch,
+        source: Input,
+        command: Command,
+        row: AccountRow | None,
+        seen: Position | None,
+    ) -> Handled:
+        """A saga leg with nothing pending on its account, decided at once."""
+        partition = source.partition
+        occurred_at = codec.iso_timestamp(source.timestamp)
         try:
             result = process(row, command, source.position, occurred_at, seen)
         except MalformedLeg as exc:  # a leg no real debit can have sent: nothing moves
@@ -490,9 +772,15 @@ class _Unparsed(Command):
 LEG_TYPES = frozenset(name for name, cls in COMMAND_TYPES.items() if not cls.public)
 
 #: The command side's tables, written by this agent alone.
-TABLES = (accounts_table, command_offsets_table)
+TABLES = (accounts_table, command_offsets_table, command_claims_table)
 
 processor = CommandProcessor(KafkaOutbox())
+
+
+def _decide_entry(
+    account: Account | None, entry: pending.Pending
+) -> tuple[Command, Decision, Account | None]:
+    return decide_pending(account, entry, codec.iso_timestamp(entry.timestamp))
 
 
 def _place(source: Input) -> dict[str, Any]:
@@ -507,7 +795,7 @@ def _place(source: Input) -> dict[str, Any]:
 
 
 @app.agent(commands_topic)
-async def process_commands(stream: faust.StreamT[bytes]) -> AsyncIterator[list[Handled]]:
+async def process_commands(stream: faust.StreamT[bytes]) -> AsyncIterator[Outcomes]:
     """Decide every command and saga leg against its account; emit events and legs."""
     async for events in takes(stream):
         yield await processor.handle_take(events)

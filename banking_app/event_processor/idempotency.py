@@ -8,10 +8,13 @@ each check exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from banking_app.domain import Account, Command, Decision, decide, evolve
+from banking_app.domain import Account, Command, Decision, decide, evolve, parse_command
+from banking_app.domain.command_ids import fingerprint, reused_rejection
+from banking_app.domain.commands import Answer
+from banking_app.event_processor.pending import Pending, Queue, enqueue
 
 #: How many recent input ids each account remembers in its own row. Producer retries
 #: put a duplicate a few records after the original; this window catches it even if
@@ -44,15 +47,17 @@ def stored_position(position: Position) -> int | list[int]:
 class AccountRow:
     """The table value for one account key: its state plus the at-most-once bookkeeping.
 
-    ``last_offset``/``last_index`` (the position of the last input applied) and
-    ``recent`` live in the same record as the balance, so they are written (and lost)
-    together with it.
+    ``last_offset``/``last_index`` (the position of the last input taken in: applied,
+    or queued in ``pending``) and ``recent`` live in the same record as the balance, so
+    they are written (and lost) together with it. ``pending`` holds the inputs taken in
+    and not decided yet, in partition order (``banking_app.event_processor.pending``).
     """
 
     account: Account | None = None
     last_offset: int = -1
     recent: tuple[str, ...] = field(default=())
     last_index: int = 0
+    pending: Queue = ()
 
     @property
     def last_position(self) -> Position:
@@ -66,6 +71,8 @@ class AccountRow:
         }
         if self.last_index:
             data["last_index"] = self.last_index
+        if self.pending:
+            data["pending"] = [entry.to_dict() for entry in self.pending]
         return data
 
     @classmethod
@@ -76,6 +83,7 @@ class AccountRow:
             last_offset=data["last_offset"],
             recent=tuple(data["recent"]),
             last_index=data.get("last_index", 0),
+            pending=tuple(Pending.from_dict(entry) for entry in data.get("pending", ())),
         )
 
 
@@ -124,4 +132,79 @@ def process(
     for event in decision.events:
         account = evolve(account, event)
     recent = (*row.recent, command.dedupe_id)[-RECENT_WINDOW:]
-    return Result(decision, AccountRow(account, at[0], recent, at[1]))
+    return Result(
+        decision, replace(row, account=account, last_offset=at[0], recent=recent, last_index=at[1])
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """An input taken into its account's queue, or found to be taken in already."""
+
+    row: AccountRow
+    duplicate: bool = False
+    #: as ``Result.record_offset``
+    record_offset: bool = False
+
+
+def admit(
+    row: AccountRow | None,
+    command: Command,
+    at: Position,
+    timestamp: float,
+    seen_at: Position | None,
+) -> Admission:
+    """Take the input at ``at`` into the row's queue of pending inputs, at most once.
+
+    The same checks as ``process``: an input at or before the row's last position, or
+    a copy of a recent id, or of one ``command-offsets`` recorded elsewhere, is a
+    duplicate. A saga leg's id is remembered as ``process`` remembers it. A public
+    command's id is not: the claim decides whether its id was used before, and by
+    which command (``banking_app.domain.command_ids``), so a copy and a reuse with
+    other content are told apart there.
+    """
+    row = row or AccountRow()
+    if is_duplicate(row, command, at, seen_at):
+        return Admission(
+            row, duplicate=True, record_offset=seen_at is None and at <= row.last_position
+        )
+    entry = Pending(
+        command.to_dict(),
+        at,
+        timestamp,
+        fingerprint(command) if command.public else "",
+    )
+    recent = row.recent if command.public else (*row.recent, command.dedupe_id)[-RECENT_WINDOW:]
+    return Admission(
+        replace(
+            row,
+            pending=enqueue(row.pending, entry),
+            last_offset=at[0],
+            last_index=at[1],
+            recent=recent,
+        )
+    )
+
+
+def decide_pending(
+    account: Account | None, entry: Pending, occurred_at: str
+) -> tuple[Command, Decision, Account | None]:
+    """What a released input means for the account, and the account after it.
+
+    A public command is decided as it always was when its id is ``CLAIMED``; a
+    ``DUPLICATE`` (the same command, first used at another position) emits nothing,
+    as a copy never has; a ``REUSED`` id is refused with ``COMMAND_ID_REUSED``. A saga
+    leg is decided as it comes (``decide`` raises ``MalformedLeg`` for one no debit can
+    have sent).
+    """
+    command = parse_command(entry.command)
+    if entry.answer is Answer.DUPLICATE:
+        decision = Decision()
+    elif entry.answer is Answer.REUSED:
+        refused = reused_rejection(command, entry.fingerprint, entry.position, occurred_at)
+        decision = Decision([refused])
+    else:
+        decision = decide(account, command, occurred_at)
+    for event in decision.events:
+        account = evolve(account, event)
+    return command, decision, account

@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from banking_app.domain import event_from_dict
+from banking_app.domain.events import outcome_key
 from banking_app.operations.audit import read_topic, spill_store
 from banking_app.query_service import read_model
 from banking_app.query_service.projections import (
@@ -105,9 +106,10 @@ class Refold:
                 await self._write(transactions_table, key, item, record.partition)
             self.store[view_key] = codec.dumps({"partition": record.partition, "view": updated})
         if event.command_id:
-            outcome_key = f"{OUTCOME}{event.command_id}"
-            outcome = read_model.apply_to_outcome(self._get(outcome_key), event)
-            self.store[outcome_key] = codec.dumps(outcome)
+            # A refused reuse of an id is filed under its own use, as the agent files it.
+            key = f"{OUTCOME}{outcome_key(event)}"
+            outcome = read_model.apply_to_outcome(self._get(key), event)
+            self.store[key] = codec.dumps(outcome)
 
     async def write_final_values(self) -> None:
         for key, value in list(self.store.items()):
@@ -117,7 +119,7 @@ class Refold:
                     account_views_table, key.removeprefix(VIEW), kept["view"], kept["partition"]
                 )
             elif key.startswith(OUTCOME):
-                # Keyed by command id: the partition the outcome agent writes it to.
+                # Keyed by command id (or use): the partition the outcome agent writes it to.
                 await self._write(
                     command_outcomes_table, key.removeprefix(OUTCOME), codec.loads(value), None
                 )

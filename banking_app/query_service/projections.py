@@ -4,7 +4,9 @@ They read events only, never the command side's tables (CQRS), so the read model
 rebuilt from the log. ``account-views`` and ``transactions`` are keyed by account, as
 ``events`` is; ``command-outcomes`` is keyed by command id, so the outcome events are
 first repartitioned by command id onto ``command-outcome-events`` (as Faust's
-``group_by`` would do, folded into the pass that already reads every event).
+``group_by`` would do, folded into the pass that already reads every event). A
+``COMMAND_ID_REUSED`` refusal is filed under its own use of the id
+(``events.outcome_key``), so ``GET /commands/{id}`` keeps showing the first use.
 
 A record of ``command-outcome-events`` carries a JSON array of the events of one take
 bound for its partition, not one event: the repartition then costs the outcome agent a
@@ -23,6 +25,7 @@ import faust
 from faust.types import EventT
 
 from banking_app.domain import Event, event_from_dict
+from banking_app.domain.events import outcome_key
 from banking_app.query_service import read_model
 from banking_app.runtime import codec, metrics
 from banking_app.runtime.faults import faults
@@ -109,7 +112,8 @@ class AccountProjection:
         if event is None:
             return False
         if event.command_id:
-            outcome_partition = hash_partition(codec.key(event.command_id), settings.partitions)
+            use = outcome_key(event)  # a refused reuse of an id is filed apart from it
+            outcome_partition = hash_partition(codec.key(use), settings.partitions)
             self.outcomes.add(outcome_partition, message.value)
         partition = message.partition
         if event.account_id in self.views:
@@ -234,13 +238,14 @@ class OutcomeProjection:
         for event in read_events(message.value):
             if not event.command_id:
                 continue
-            if event.command_id in folded:
-                outcome: dict[str, Any] | None = folded[event.command_id][0]
-            elif event.command_id in self.outcomes:
-                outcome = self.outcomes[event.command_id][0]
+            use = outcome_key(event)
+            if use in folded:
+                outcome: dict[str, Any] | None = folded[use][0]
+            elif use in self.outcomes:
+                outcome = self.outcomes[use][0]
             else:
-                outcome = read_json(command_outcomes_table, event.command_id, partition)
-            folded[event.command_id] = (read_model.apply_to_outcome(outcome, event), partition)
+                outcome = read_json(command_outcomes_table, use, partition)
+            folded[use] = (read_model.apply_to_outcome(outcome, event), partition)
         self.outcomes.update(folded)  # the record's events all, or none (see ``folded``)
         return len(folded)
 

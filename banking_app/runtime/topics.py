@@ -66,6 +66,7 @@ outcome_events_topic = raw_topic("command-outcome-events")
 # route to its owner) without importing that service.
 ACCOUNTS_TABLE = "accounts"
 COMMAND_OFFSETS_TABLE = "command-offsets"
+COMMAND_CLAIMS_TABLE = "command-claims"
 ACCOUNT_VIEWS_TABLE = "account-views"
 TRANSACTIONS_TABLE = "transactions"
 COMMAND_OUTCOMES_TABLE = "command-outcomes"

@@ -74,8 +74,18 @@ SETTLE = {
     "amount": 300,
 }
 
+CLAIM = {
+    "type": "CLAIM_COMMAND_ID",
+    "command_id": "cmd-tr-1",
+    "account_id": "acc-1",
+    "fingerprint": "0123456789abcdef0123456789abcdef",
+    "offset": 41,
+    "index": 0,
+}
+ANSWER = {**CLAIM, "type": "COMMAND_ID_ANSWER", "answer": "CLAIMED"}
+
 PUBLIC_EXAMPLES = [CREATE, DEPOSIT, WITHDRAW, TRANSFER, CLOSE]
-INTERNAL_EXAMPLES = [CREDIT, REFUND, SETTLE]
+INTERNAL_EXAMPLES = [CREDIT, REFUND, SETTLE, CLAIM, ANSWER]
 
 # What Faust puts into a record serialised from a faust.Record: not a field of ours.
 FAUST_METADATA = {"__faust": {"ns": "banking_app.models.Command"}}

@@ -29,6 +29,7 @@ from support.agent_harness import (
     bundle,
     create_account,
     credit,
+    deliver_claims,
     events,
     open_accounts,
     send,
@@ -84,6 +85,7 @@ async def test_a_transfer_sends_its_legs_bundled_on_their_accounts_partitions(
     await harness.put(
         orjson.dumps(transfer), key=b"src", partition=partition_for(b"src", 8), timestamp=at
     )
+    await deliver_claims(harness)  # the transfer's id is claimed, then it is decided
     assert balance("src") == 50
     [record] = harness.outbox.on(commands_topic)
     assert record.partition == partition_for(b"dst", 8)
@@ -235,8 +237,7 @@ async def test_one_take_with_a_copy_inside_applies_each_command_once(harness: An
         {"type": "DEPOSIT", "command_id": "b2", "account_id": "dora", "amount": 40},
         {"type": "WITHDRAW", "command_id": "b3", "account_id": "dora", "amount": 15},
     ]
-    await send_take(harness, "dora", records)
-    [handled] = harness.results.values()
+    handled = await send_take(harness, "dora", records)
     assert handled == [Handled.APPLIED, Handled.APPLIED, Handled.DUPLICATE, Handled.APPLIED]
     assert balance("dora") == 25
     assert [(e["type"], e["seq"]) for e in events(harness)] == [

@@ -28,7 +28,17 @@ from banking_app.runtime import retries
 from banking_app.runtime.outbox import Record, RecordingOutbox
 from banking_app.runtime.settings import settings
 from banking_app.runtime.topics import commands_topic, dead_letters_topic, partition_for
-from support.agent_harness import balance, bundle, credit, events, open_accounts, send, send_take
+from support.agent_harness import (
+    balance,
+    bundle,
+    credit,
+    deliver_claims,
+    events,
+    last_outcomes,
+    open_accounts,
+    send,
+    send_take,
+)
 
 
 def letters(agent: Any) -> list[dict[str, Any]]:
@@ -89,8 +99,8 @@ async def test_forged_legs_in_a_bundle_move_no_money_and_the_sealed_one_applies(
     }
     negative = unsealed(credit("neg", "mallory", 4000)) | {"amount": -4000}
     value = bundle(REFUND, settle, negative, credit("real", "mallory", 7))
-    event = await harness.put(value, key=b"", partition=own)
-    assert harness.results[event.message.offset] == [
+    await harness.put(value, key=b"", partition=own)
+    assert last_outcomes(harness) == [
         Handled.DEAD_LETTERED,
         Handled.DEAD_LETTERED,
         Handled.DEAD_LETTERED,
@@ -131,6 +141,7 @@ async def test_a_poison_bundle_timestamp_is_dead_lettered_and_its_neighbours_app
         ):
             await harness.put(value, key=record_key, partition=own, wait=False)
         await harness.new_value_processed.wait()
+    await deliver_claims(harness)
     assert balance("ann") == 30
     [letter] = letters(harness)
     assert letter["reason"] == "MALFORMED_COMMAND"
@@ -143,10 +154,10 @@ async def test_a_record_timestamp_no_date_can_show_is_malformed_not_a_crash(
     await open_accounts(harness, "bea")
     own = partition_for(b"bea", 8)
     far = 300_000_000_000.0  # seconds: year 11476
-    event = await harness.put(
+    await harness.put(
         orjson.dumps(deposit("far", "bea", 5)), key=b"bea", partition=own, timestamp=far
     )
-    assert harness.results[event.message.offset] == [Handled.DEAD_LETTERED]
+    assert last_outcomes(harness) == [Handled.DEAD_LETTERED]
     assert balance("bea") == 0
     [letter] = letters(harness)
     assert (letter["reason"], letter["timestamp"]) == ("MALFORMED_COMMAND", None)
@@ -269,7 +280,15 @@ hostile_values = st.one_of(
         {
             # No public command that could legitimately move gil's money.
             "type": st.sampled_from(
-                ["TRANSFER_CREDIT", "TRANSFER_REFUND", "TRANSFER_SETTLE", "CLOSE_ACCOUNT", "X"]
+                [
+                    "TRANSFER_CREDIT",
+                    "TRANSFER_REFUND",
+                    "TRANSFER_SETTLE",
+                    "CLAIM_COMMAND_ID",
+                    "COMMAND_ID_ANSWER",
+                    "CLOSE_ACCOUNT",
+                    "X",
+                ]
             ),
             "command_id": st.text(max_size=10),
             "account_id": st.sampled_from(["gil", "", "x" * 70]),
@@ -324,6 +343,7 @@ async def test_any_record_leaves_the_agent_running_and_its_neighbours_applied(
     while balance("gil") - before < len(hostile) + 1:
         assert time.monotonic() < deadline, "the deposits were not all applied"
         await asyncio.sleep(0.01)
+        await deliver_claims(harness)
     # Every good deposit moved exactly its cent, and no hostile record moved any: a
     # forged leg has no seal, and closing an account with money in it is refused.
     assert balance("gil") - before == len(hostile) + 1

@@ -448,7 +448,7 @@ async def test_duplicate_command_is_applied_once(client: Client, uid: str) -> No
     ]  # fmt: skip
 
     # A copy long after the original, once the row's window of recent ids (16) has
-    # moved on, is still recognised (by the command-offsets table).
+    # moved on, is still recognised (by the claim of its command id).
     filler = [deposit(next(c), acct, 1) for _ in range(17)]
     for cmd in filler:
         await client.send(cmd)
@@ -471,6 +471,57 @@ async def test_duplicate_command_is_applied_once(client: Client, uid: str) -> No
     assert_gapless(mine)
     assert_on_own_partitions(mine)
     assert_ledger_clean(mine)
+
+
+async def test_a_command_id_reused_across_partitions_is_applied_once(
+    client: Client, uid: str
+) -> None:
+    """The issue's case: one command id, deposits of 10 to four accounts on four
+    partitions. One is applied; the others are refused as COMMAND_ID_REUSED, each with
+    an event id of its own. Then an account's deposit and the withdrawal of all of it,
+    whose ids are claimed on other partitions, are still decided in that order."""
+    accounts: list[str] = []
+    n = 0
+    while len(accounts) < 4:
+        candidate = f"{uid}-re{n}"
+        n += 1
+        if part(candidate) not in {part(a) for a in accounts}:
+            accounts.append(candidate)
+    c = ids(uid)
+    for account in accounts:
+        await client.send(create(next(c), account))
+    reused = f"{uid}-same-id"
+    for account in accounts:
+        await client.send(deposit(reused, account, 10))
+    own = part(accounts[0])
+    into = next(f"{uid}-in{k}" for k in range(1000) if part(f"{uid}-in{k}") != own)
+    out = next(f"{uid}-out{k}" for k in range(1000) if part(f"{uid}-out{k}") != own)
+    await client.send(deposit(into, accounts[0], 500))
+    await client.send(withdraw(out, accounts[0], 500))
+    markers = [deposit(next(c), account, 1) for account in accounts]
+    for marker in markers:
+        await client.send(marker)
+    events = await read_events(
+        client,
+        set(accounts),
+        *((m["account_id"], m["command_id"], "MoneyDeposited") for m in markers),
+    )
+    under = [e for e in events if e["command_id"] == reused]
+    applied = [e for e in under if e["type"] == "MoneyDeposited"]
+    refused = [e for e in under if e["type"] == "CommandRejected"]
+    assert len(applied) == 1 and len(refused) == 3
+    assert {e["reason"] for e in refused} == {"COMMAND_ID_REUSED"}
+    assert {e["account_id"] for e in under} == set(accounts)
+    assert len({e["event_id"] for e in under}) == 4
+    mine = of(events, accounts[0])
+    assert [e["type"] for e in mine if e["command_id"] in (into, out)] == [
+        "MoneyDeposited",
+        "MoneyWithdrawn",
+    ]
+    for account in accounts:
+        assert_gapless(of(events, account))
+    assert_on_own_partitions(events)
+    assert_ledger_clean(events)
 
 
 async def test_malformed_input_is_dead_lettered_and_the_rest_processed(
@@ -507,7 +558,13 @@ async def test_malformed_input_is_dead_lettered_and_the_rest_processed(
             await client.send(bad[n][0], key=key)
 
     events = await read_events(client, {acct}, (acct, good[-1]["command_id"], "MoneyDeposited"))
-    assert [shape(e) for e in of(events, acct)] == [
+    # A malformed command is refused as it arrives; the good ones wait for their ids'
+    # claims, so the refusal may come before the outcomes of commands sent before it.
+    refusals = [shape(e) for e in of(events, acct) if e["type"] == "CommandRejected"]
+    assert refusals == [
+        {"type": "CommandRejected", "command_id": float_id, "reason": "MALFORMED_COMMAND"}
+    ]
+    assert [shape(e) for e in of(events, acct) if e["type"] != "CommandRejected"] == [
         {"type": "AccountCreated", "command_id": good[0]["command_id"], "seq": 1},
         {"type": "MoneyDeposited", "command_id": good[1]["command_id"], "seq": 2,
          "amount": 100, "balance": 100},
@@ -515,7 +572,6 @@ async def test_malformed_input_is_dead_lettered_and_the_rest_processed(
          "amount": 200, "balance": 300},
         {"type": "MoneyDeposited", "command_id": good[3]["command_id"], "seq": 4,
          "amount": 300, "balance": 600},
-        {"type": "CommandRejected", "command_id": float_id, "reason": "MALFORMED_COMMAND"},
         {"type": "MoneyWithdrawn", "command_id": good[4]["command_id"], "seq": 5,
          "amount": 50, "balance": 550},
         {"type": "MoneyDeposited", "command_id": good[5]["command_id"], "seq": 6,

@@ -120,12 +120,12 @@ def test_the_script_created_the_bank_s_topics(set_up: str) -> None:
 async def test_every_topic_has_the_configured_partition_count(node: KafkaNode, set_up: str) -> None:
     counts = await partition_counts(node.bootstrap)
     ours = [*(topic.get_topic_name() for topic in app.bank_topics), *changelogs()]
-    assert len(ours) == 9, ours
+    assert len(ours) == 10, ours
     assert {name: counts.get(name) for name in ours} == dict.fromkeys(ours, PARTITIONS)
 
 
 async def test_the_changelogs_are_compacted(node: KafkaNode, set_up: str) -> None:
-    assert len(changelogs()) == 5, changelogs()  # the five tables of banking_app.runtime.topics
+    assert len(changelogs()) == 6, changelogs()  # the six tables of banking_app.runtime.topics
     configs = await topic_configs(node.bootstrap, changelogs())
     assert {name: config["cleanup.policy"] for name, config in configs.items()} == dict.fromkeys(
         changelogs(), "compact"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from banking_app.domain import command_ids, decide, evolve
 from banking_app.domain import commands as cmd
-from banking_app.domain import decide, evolve
 from banking_app.query_service import projections
 from banking_app.query_service.projections import (
     account_views_table,
@@ -127,3 +127,33 @@ async def test_outcomes_fold_bundles_and_single_events_skipping_what_is_not_an_e
         "accepted",
         ["MoneyDeposited"],
     )
+
+
+async def test_a_refused_reuse_of_an_id_is_filed_apart_and_the_first_use_stands(
+    harness: Any, outcomes: Any
+) -> None:
+    opened, deposited = account_events(
+        cmd.CreateAccount(command_id="u0", account_id="use", owner="Una", currency="EUR"),
+        cmd.Deposit(command_id="u1", account_id="use", amount=5),
+    )
+    other = cmd.Deposit(command_id="u1", account_id="elsewhere", amount=5)
+    refused = command_ids.reused_rejection(
+        other, command_ids.fingerprint(other), (9, 0), "2026-01-01T00:00:09.000Z"
+    ).to_dict()
+    for event in (opened, deposited, refused):
+        await project(harness, event)
+    # The refusal goes to the partition of its own use, not of the bare id.
+    forwarded = projections.outbox.on(outcome_events_topic)
+    use = f"u1/reused/{refused['event_id']}"
+    assert forwarded[-1].partition == partition_for(codec.key(use), 8)
+    for record in forwarded:
+        await outcomes.put(record.value, key=b"", partition=record.partition)
+
+    first = get_json(command_outcomes_table, "u1")
+    assert (first["status"], [e["type"] for e in first["events"]]) == (
+        "accepted",
+        ["MoneyDeposited"],
+    )
+    apart = get_json(command_outcomes_table, use)
+    assert (apart["status"], apart["reason"]) == ("rejected", "COMMAND_ID_REUSED")
+    assert get_json(account_views_table, "use")["balance"] == 5

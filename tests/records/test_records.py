@@ -27,8 +27,8 @@ from banking_app.domain import commands as cmd
 from banking_app.domain import events as ev
 from banking_app.event_processor.agent import Handled
 from banking_app.runtime import codec
-from banking_app.runtime.topics import commands_topic, events_topic, partition_for
-from support.agent_harness import running_harness
+from banking_app.runtime.topics import commands_topic, events_topic
+from support.agent_harness import last_outcomes, running_harness, send
 
 # A user's own app, never started: its typed topics encode and decode as on the wire.
 user_app = faust.App("records-test-client", broker="kafka://localhost:1", web_enabled=False)
@@ -267,8 +267,7 @@ async def put(agent: Any, record: records.CommandRecord) -> Any:
     as a Faust user's typed topic writes it: no change to the agent is needed.
     """
     key, value = wire(record)
-    event = await agent.put(value, key=key, partition=partition_for(key, 8))
-    return agent.results[event.message.offset]
+    return [await send(agent, value, key=key.decode())]
 
 
 async def deliver_legs(agent: Any) -> None:
@@ -277,8 +276,8 @@ async def deliver_legs(agent: Any) -> None:
     while delivered < len(sent := agent.outbox.on(commands_topic)):
         for bundle in sent[delivered:]:
             delivered += 1
-            event = await agent.put(bundle.value, key=bundle.key, partition=bundle.partition)
-            assert set(agent.results[event.message.offset]) == {Handled.APPLIED}
+            await agent.put(bundle.value, key=bundle.key, partition=bundle.partition)
+            assert set(last_outcomes(agent)) == {Handled.APPLIED}
 
 
 async def test_typed_records_put_into_the_command_agent_are_applied(harness: Any) -> None:
