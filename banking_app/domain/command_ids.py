@@ -43,7 +43,14 @@ def fingerprint(command: Command) -> str:
     to its default) give the same fingerprint; a different account, type, amount or
     any other field gives another. 128 bits, so a collision is not a concern.
     """
-    canonical = orjson.dumps(command.to_dict(), option=orjson.OPT_SORT_KEYS)
+    return fingerprint_of(command.to_dict())
+
+
+def fingerprint_of(data: dict[str, Any]) -> str:
+    """The fingerprint of a JSON object as it came: for a command that failed its checks,
+    which has no canonical form. Its copies share it; a valid command under the same id
+    does not (its canonical form differs from anything malformed)."""
+    canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 

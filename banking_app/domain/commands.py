@@ -15,6 +15,7 @@ refused for, no ``expected_version``. A bad leg raises ``MalformedLeg``.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -32,6 +33,10 @@ CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 FINGERPRINT_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_OFFSET = 2**63 - 1
 MAX_OWNER_LENGTH = 200
+#: The most a claim leg carries of a malformed command's text, and of why it is.
+MAX_REFUSED_JSON = 16_384
+MAX_REFUSAL_LENGTH = 500
+MAX_TYPE_LENGTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,13 @@ class ClaimCommandId(Command):
     fingerprint: str = ""
     offset: int = 0
     index: int = 0
+    #: Set for a command that failed its checks: why. It is refused where its id is
+    #: claimed (MALFORMED_COMMAND when the id is its own), and needs no answer.
+    refusal: str | None = None
+    #: the malformed command's ``type`` as sent, and the command itself as JSON text
+    #: (left out above ``MAX_REFUSED_JSON`` characters; the dead letter has it whole)
+    command_type: str | None = None
+    command_json: str | None = None
 
     @property
     def route_key(self) -> str:
@@ -233,6 +245,35 @@ def _integer(data: dict[str, Any], name: str, low: int, high: int, command_id: s
     if not low <= value <= high:
         raise MalformedCommand(f"field {name!r} must be from {low} to {high}", command_id)
     return value
+
+
+def _refusal_fields(data: dict[str, Any], command_id: str | None) -> dict[str, str]:
+    """A malformed command's claim: why it failed, its type, and its text, each optional
+    and bounded; the text, when there, a JSON object."""
+    found = {}
+    for name, limit in (
+        ("refusal", MAX_REFUSAL_LENGTH),
+        ("command_type", MAX_TYPE_LENGTH),
+        ("command_json", MAX_REFUSED_JSON),
+    ):
+        value = data.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > limit:
+            raise MalformedCommand(
+                f"field {name!r} must be a string of at most {limit} characters", command_id
+            )
+        found[name] = value
+    if "command_json" in found:
+        try:
+            text = json.loads(found["command_json"])
+        except ValueError:
+            text = None
+        if not isinstance(text, dict):
+            raise MalformedCommand("field 'command_json' must hold a JSON object", command_id)
+    if ("command_type" in found or "command_json" in found) and "refusal" not in found:
+        raise MalformedCommand("a claim with a command's text must say why it fails", command_id)
+    return found
 
 
 def _owner(data: dict[str, Any], command_id: str | None) -> str:
@@ -306,6 +347,8 @@ def _read(cls: type[Command], data: dict[str, Any], command_id: str | None) -> C
         extra["fingerprint"] = _string(data, "fingerprint", FINGERPRINT_RE, command_id)
         extra["offset"] = _integer(data, "offset", 0, MAX_OFFSET, command_id)
         extra["index"] = _integer(data, "index", 0, MAX_OFFSET, command_id)
+        if cls is ClaimCommandId:
+            extra.update(_refusal_fields(data, command_id))
         if cls is CommandIdAnswer:
             value = _field(data, "answer", command_id)
             if not isinstance(value, str) or value not in Answer.__members__:

@@ -32,15 +32,17 @@ import faust
 from faust.types import EventT
 
 from banking_app.domain import Account, MalformedCommand, MalformedLeg, parse_command
-from banking_app.domain.command_ids import Claim, answer
+from banking_app.domain.command_ids import Claim, answer, fingerprint_of, reused_rejection
 from banking_app.domain.commands import (
     ACCOUNT_ID_RE,
     COMMAND_TYPES,
+    MAX_REFUSAL_LENGTH,
+    MAX_REFUSED_JSON,
+    MAX_TYPE_LENGTH,
     Answer,
     ClaimCommandId,
     Command,
     CommandIdAnswer,
-    read_command_id,
 )
 from banking_app.domain.decide import Decision, rejection
 from banking_app.event_processor import leg_seal, pending
@@ -320,7 +322,7 @@ class CommandProcessor:
         try:
             data = self.decode(message)
         except ValueError as exc:  # not JSON at all (orjson.JSONDecodeError)
-            batch.records += self.dead_letter(Input(message), exc, data=None)
+            batch.records += self.dead_letter(Input(message), exc)
             return [Handled.DEAD_LETTERED]
         except Exception as exc:
             return [self.set_aside(batch, Input(message), exc)]
@@ -375,7 +377,7 @@ class CommandProcessor:
         )
         metrics.processing_failures_total.labels("process_commands").inc()
         try:
-            letter = self.dead_letter(source, exc, data=None, reason="PROCESSING_FAILED")
+            letter = self.dead_letter(source, exc, reason="PROCESSING_FAILED")
         except Exception:  # the record itself is beyond reading: its place will do
             entry = {"reason": "PROCESSING_FAILED", "detail": repr(exc), **_place(source)}
             letter = [Record(dead_letters_topic, b"", codec.dumps(entry))]
@@ -406,34 +408,29 @@ class CommandProcessor:
         return self.apply(batch, source, command)
 
     def malformed(self, batch: Batch, source: Input, exc: MalformedCommand, data: Any) -> Handled:
-        """Dead-letter it; and when it names a command id, that id has had its outcome.
+        """Dead-letter it, as it came; and when it names a command id and an account,
+        claim the id, to refuse it under the id once.
 
-        The id is recorded like an applied command's, on the account's partition when the
-        account can be read, so a corrected retry under the same id, or a copy, is a
-        duplicate: the first outcome (MALFORMED_COMMAND) stands, as for any command.
+        The claim (``banking_app.domain.command_ids``) decides whether the id was used
+        before, anywhere in the bank: its first use is refused ``MALFORMED_COMMAND``
+        under the id's event id; a copy of it gets nothing more; a use of an id another
+        command had (valid or not) is refused ``COMMAND_ID_REUSED`` under an event id of
+        its own. So no two outcomes share an event id, and a corrected retry under the
+        same id is refused as a reuse. The refusal is made where the id is claimed: a
+        malformed command moves no money, so it need not wait its turn on its account.
         """
-        if _is_leg(data):
-            # A leg is the bank's own message: one that fails its checks was not sent by
-            # a worker. It gets no event and records no id: the transfer it names, if
-            # any, has its outcome from its real legs.
-            batch.records += self.dead_letter(source, exc, data=None)
+        batch.records += self.dead_letter(source, exc)
+        claim = None if _is_leg(data) or source.bundled else malformed_claim(source, exc, data)
+        if claim is None:
+            # No id to claim, no account to refuse it to, or no date to show; or a leg or
+            # bundle, the bank's own messages: one failing its checks was not sent by a
+            # worker, and the transfer it names has its outcome from its real legs.
             return Handled.DEAD_LETTERED
-        account_id = data.get("account_id") if isinstance(data, dict) else None
-        if (
-            exc.command_id is not None
-            and isinstance(account_id, str)
-            and ACCOUNT_ID_RE.fullmatch(account_id)
-            and codec.valid_timestamp(source.timestamp)  # else dead-lettered right here
-            and not self.on_own_partition(source, account_id)
-        ):
-            batch.records.append(self.reroute(source, exc.command_id, account_id))
-            return Handled.REROUTED
-        seen = self.seen_at(batch, source, exc.command_id) if exc.command_id else None
-        duplicate = seen is not None and seen != source.position
-        batch.records += self.dead_letter(source, exc, data=None if duplicate else data)
-        if exc.command_id is not None and not duplicate:
-            batch.offsets[exc.command_id] = (source.position, source.partition)
-        return Handled.DUPLICATE if duplicate else Handled.DEAD_LETTERED
+        if claim_partition(claim.command_id) == source.partition:
+            self.claim(batch, source, claim)
+        else:
+            batch.claim_legs.append((claim, source.timestamp))
+        return Handled.DEAD_LETTERED
 
     def seen_at(self, batch: Batch, source: Input, dedupe_id: str) -> Position | None:
         """The position at which an input id was applied, if it was."""
@@ -553,7 +550,10 @@ class CommandProcessor:
         )
         if new:
             batch.claims[leg.command_id] = (stored, source.partition)
-        batch.claim_legs.append((reply, source.timestamp))
+        if leg.refusal is not None:
+            batch.records += refusal(leg, said, source.timestamp)
+        else:
+            batch.claim_legs.append((reply, source.timestamp))
         if said is not Answer.CLAIMED:
             log.info("command id %s claimed again: %s", leg.command_id, said.value)
         return Handled.CLAIM
@@ -691,10 +691,8 @@ class CommandProcessor:
         batch.applied.append((command, result.decision))
         return Handled.APPLIED
 
-    def dead_letter(
-        self, source: Input, exc: Exception, data: Any, reason: str | None = None
-    ) -> list[Record]:
-        """The dead letter of an input, and the rejection that tells its sender.
+    def dead_letter(self, source: Input, exc: Exception, reason: str | None = None) -> list[Record]:
+        """The dead letter of an input (its refusal, if any, comes from its claim).
 
         Built from the record as it came, so that it cannot fail on what made the input
         bad (a value that is not UTF-8, a timestamp no date can show).
@@ -731,35 +729,8 @@ class CommandProcessor:
             exc,
         )
         records = [Record(dead_letters_topic, message.key or b"", codec.dumps(entry))]
-        command_id = read_command_id(data)
-        if (
-            command_id is not None
-            and isinstance(exc, MalformedCommand)
-            and not _is_leg(data)
-            and codec.valid_timestamp(source.timestamp)
-        ):
-            records.append(self._malformed_rejection(source, data, command_id, exc))
         metrics.dead_letters_total.labels(reason).inc()
         return records
-
-    def _malformed_rejection(
-        self,
-        source: Input,
-        data: dict[str, Any],
-        command_id: str,
-        exc: MalformedCommand,
-    ) -> Record:
-        account_id = data.get("account_id")
-        account_id = account_id if isinstance(account_id, str) else ""
-        kind = data.get("type") if isinstance(data.get("type"), str) else ""
-        stand_in = _Unparsed(command_id=command_id, account_id=account_id)
-        event = rejection(stand_in, exc, codec.iso_timestamp(source.timestamp))
-        payload = {**event.to_dict(), "command_type": kind, "command": data}
-        return Record(
-            events_topic,
-            codec.key(account_id) if account_id else source.message.key or b"",
-            codec.dumps(payload),
-        )
 
 
 class _Unparsed(Command):
@@ -775,6 +746,51 @@ LEG_TYPES = frozenset(name for name, cls in COMMAND_TYPES.items() if not cls.pub
 TABLES = (accounts_table, command_offsets_table, command_claims_table)
 
 processor = CommandProcessor(KafkaOutbox())
+
+
+def malformed_claim(source: Input, exc: MalformedCommand, data: Any) -> ClaimCommandId | None:
+    """The claim of a malformed command's id, carrying what its refusal needs; None when
+    it names no command id or no account, or its timestamp shows no date."""
+    account_id = data.get("account_id") if isinstance(data, dict) else None
+    if (
+        exc.command_id is None
+        or not isinstance(account_id, str)
+        or not ACCOUNT_ID_RE.fullmatch(account_id)
+        or not codec.valid_timestamp(source.timestamp)
+    ):
+        return None
+    kind = data.get("type")
+    text = codec.dumps(data).decode()
+    offset, index = source.position
+    return ClaimCommandId(
+        command_id=exc.command_id,
+        account_id=account_id,
+        fingerprint=fingerprint_of(data),
+        offset=offset,
+        index=index,
+        refusal=exc.detail[:MAX_REFUSAL_LENGTH],
+        command_type=kind[:MAX_TYPE_LENGTH] if isinstance(kind, str) else "",
+        command_json=text if len(text) <= MAX_REFUSED_JSON else None,
+    )
+
+
+def refusal(leg: ClaimCommandId, said: Answer, timestamp: float) -> list[Record]:
+    """A malformed command's refusal, once its id's claim has answered: under the id when
+    the id is its own, under its own use when another command had it, none for a copy."""
+    if said is Answer.DUPLICATE:
+        return []
+    stand_in = _Unparsed(command_id=leg.command_id, account_id=leg.account_id)
+    occurred_at = codec.iso_timestamp(timestamp)
+    if said is Answer.REUSED:
+        position = (leg.offset, leg.index)
+        event = reused_rejection(stand_in, leg.fingerprint, position, occurred_at)
+        command = stand_in.to_dict()
+    else:
+        error = MalformedCommand(leg.refusal or "", leg.command_id)
+        event = rejection(stand_in, error, occurred_at)
+        command = codec.loads(leg.command_json) if leg.command_json else stand_in.to_dict()
+    payload = {**event.to_dict(), "command_type": leg.command_type or "", "command": command}
+    return [Record(events_topic, codec.key(leg.account_id), codec.dumps(payload))]
 
 
 def _decide_entry(

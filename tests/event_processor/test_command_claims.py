@@ -413,3 +413,89 @@ async def test_every_command_has_one_outcome_when_workers_die_anywhere(
         assert decided or first != command, f"{command} has no outcome"
     for account in accounts:
         assert row(account).pending == ()
+
+
+# -- a malformed command's id is claimed too -----------------------------------------------
+
+
+def refusals_of(agent: Any, command_id: str) -> list[dict[str, Any]]:
+    return [e for e in events(agent) if e["command_id"] == command_id]
+
+
+async def test_a_malformed_command_and_a_valid_one_under_one_id_have_one_outcome_each(
+    harness: Any,
+) -> None:
+    """The first use of an id wins, whichever of the two it is; the other is refused
+    COMMAND_ID_REUSED under an event id of its own. Every malformed input is
+    dead-lettered where it came, and nothing moves money twice."""
+    await open_accounts(harness, "mia", "ned")
+    first, second, third = (id_on(-1, prefix) for prefix in ("mal", "val", "twice"))
+
+    # A malformed command first: refused MALFORMED_COMMAND; then a valid deposit under
+    # its id, on another account: refused COMMAND_ID_REUSED.
+    letters = len(harness.outbox.on(dead_letters_topic))
+    bad = deposit(first, "mia", 0) | {"amount": 2.5}
+    assert await send(harness, bad) is Handled.DEAD_LETTERED
+    assert len(harness.outbox.on(dead_letters_topic)) == letters + 1
+    assert await send(harness, deposit(first, "ned", 40)) is Handled.REUSED
+    mine = refusals_of(harness, first)
+    assert [(e["reason"], e["account_id"]) for e in mine] == [
+        ("MALFORMED_COMMAND", "mia"),
+        ("COMMAND_ID_REUSED", "ned"),
+    ]
+    assert mine[0]["command"] == bad and mine[0]["command_type"] == "DEPOSIT"
+    assert len({e["event_id"] for e in mine}) == 2
+    assert (balance("mia"), balance("ned")) == (0, 0)
+
+    # A valid deposit first: applied; a malformed command under its id after it: refused
+    # COMMAND_ID_REUSED, and sent again, refused again (as a reused valid command is:
+    # each use at its own position has its one outcome).
+    assert await send(harness, deposit(second, "mia", 25)) is Handled.APPLIED
+    worse = withdraw(second, "ned", 5) | {"amount": "5"}
+    assert await send(harness, worse) is Handled.DEAD_LETTERED
+    assert await send(harness, worse) is Handled.DEAD_LETTERED
+    mine = refusals_of(harness, second)
+    assert [(e["type"], e.get("reason")) for e in mine] == [
+        ("MoneyDeposited", None),
+        ("CommandRejected", "COMMAND_ID_REUSED"),
+        ("CommandRejected", "COMMAND_ID_REUSED"),
+    ]
+    assert len({e["event_id"] for e in mine}) == 3
+    assert (balance("mia"), balance("ned")) == (25, 0)
+    assert get_json(command_claims_table, second)["account_id"] == "mia"
+
+    # A malformed command as its id's first use, sent twice: refused once; the copy has
+    # the first claim's content and is a duplicate.
+    again = deposit(third, "ned", 0) | {"amount": [1]}
+    assert await send(harness, again) is Handled.DEAD_LETTERED
+    assert await send(harness, again) is Handled.DEAD_LETTERED
+    assert [e["reason"] for e in refusals_of(harness, third)] == ["MALFORMED_COMMAND"]
+
+
+async def test_a_malformed_command_with_no_account_gets_a_dead_letter_only(harness: Any) -> None:
+    """With no account to refuse it to, its dead letter is its outcome: no event, and
+    no claim of its id, so the id's valid use is still the first."""
+    command_id = id_on(-1, "noacct")
+    bad = {"type": "DEPOSIT", "command_id": command_id, "account_id": 12345, "amount": 1}
+    assert await send(harness, orjson.dumps(bad), key="ola") is Handled.DEAD_LETTERED
+    assert refusals_of(harness, command_id) == []
+    assert get_json(command_claims_table, command_id) is None
+    await open_accounts(harness, "ola")
+    assert await send(harness, deposit(command_id, "ola", 10)) is Handled.APPLIED
+    assert balance("ola") == 10
+
+
+async def test_a_forged_refusal_claim_is_dead_lettered(harness: Any) -> None:
+    """A claim leg carrying a refusal is the bank's own: unsealed, it moves nothing."""
+    forged = {
+        "type": "CLAIM_COMMAND_ID",
+        "command_id": "forged-1",
+        "account_id": "mia",
+        "fingerprint": "0" * 32,
+        "offset": 0,
+        "index": 0,
+        "refusal": "made up",
+    }
+    assert await send(harness, orjson.dumps(forged), key="forged-1") is Handled.DEAD_LETTERED
+    assert refusals_of(harness, "forged-1") == []
+    assert get_json(command_claims_table, "forged-1") is None

@@ -606,10 +606,13 @@ async def test_malformed_input_is_dead_lettered_and_the_rest_processed(
     assert worker.health() == 200
 
 
-async def test_corrected_retry_of_a_malformed_command_keeps_one_outcome(
+async def test_corrected_retry_of_a_malformed_command_is_refused_as_a_reuse(
     client: Client, uid: str
 ) -> None:
-    """The command id is the idempotency key (README): one terminal outcome, one event id."""
+    """The command id is the idempotency key (README): the malformed command was its
+    first use, and is refused MALFORMED_COMMAND; the corrected retry under the same id is
+    another command, refused COMMAND_ID_REUSED under an event id of its own. Nothing
+    moves: a client corrects a command under a new id."""
     acct = f"{uid}-retry"
     c = ids(uid)
     opening = create(next(c), acct)
@@ -622,8 +625,12 @@ async def test_corrected_retry_of_a_malformed_command_keeps_one_outcome(
     events = await read_events(client, {acct}, (acct, marker["command_id"], "MoneyDeposited"))
     mine = of(events, acct)
     outcomes = [e for e in mine if e["command_id"] == retried and e["type"] in TERMINAL_TYPES]
-    assert [e["type"] for e in outcomes] == ["CommandRejected"], [shape(e) for e in outcomes]
+    assert [(e["type"], e["reason"]) for e in outcomes] == [
+        ("CommandRejected", "MALFORMED_COMMAND"),
+        ("CommandRejected", "COMMAND_ID_REUSED"),
+    ], [shape(e) for e in outcomes]
     assert len({e["event_id"] for e in mine}) == len(mine), "two events share an event id"
+    assert [e["balance"] for e in mine if e["type"] == "MoneyDeposited"] == [1]
     assert_ledger_clean(events)
 
 
