@@ -173,9 +173,11 @@ class Input(NamedTuple):
 
 
 #: The range of a bundled leg's timestamp: any a command record can carry (Kafka takes
-#: -1, "none", as a record's timestamp, and a leg keeps its input's), up to the last
-#: instant an event's ``occurred_at`` can show (9999-12-31). With 0 as the least, the
-#: credit leg of a transfer stamped -1 was dead-lettered and its money stayed in flight.
+#: -1, "none", as a record's timestamp, and a leg or claim keeps its input's), up to
+#: the last instant an event's ``occurred_at`` can show (9999-12-31). With 0 as the
+#: least, the credit leg of a transfer stamped -1 was dead-lettered and its money stayed
+#: in flight, and a command stamped -1 sent claim legs that were dead-lettered, and its
+#: account's queue waited for their answers for ever.
 MIN_MILLIS = -1
 MAX_MILLIS = int(codec.MAX_TIMESTAMP * 1000)
 

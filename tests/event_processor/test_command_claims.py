@@ -499,3 +499,23 @@ async def test_a_forged_refusal_claim_is_dead_lettered(harness: Any) -> None:
     assert await send(harness, orjson.dumps(forged), key="forged-1") is Handled.DEAD_LETTERED
     assert refusals_of(harness, "forged-1") == []
     assert get_json(command_claims_table, "forged-1") is None
+
+
+async def test_a_command_stamped_minus_one_is_claimed_and_decided(harness: Any) -> None:
+    """Kafka takes -1 as a record's timestamp ("none"); the claim and its answer keep the
+    command's, so their envelopes must take it too, or the account's queue waits for an
+    answer for ever."""
+    await open_accounts(harness, "pia")
+    command_id = id_on(-1, "minus", avoid=(partition_of("pia"),))
+    own = partition_of("pia")
+    await harness.put(
+        orjson.dumps(deposit(command_id, "pia", 30)), key=b"pia", partition=own, timestamp=-0.001
+    )
+    [bundle_record] = claim_bundles(harness)
+    assert [item["timestamp"] for item in orjson.loads(bundle_record.value)] == [-1]
+    await deliver(harness, bundle_record)  # the claim; its answer comes back in the same way
+    decided = await deliver_claims(harness)
+    assert list(decided.values()) == [Handled.APPLIED]
+    [deposited] = [e for e in events(harness) if e["command_id"] == command_id]
+    assert deposited["occurred_at"] == "1969-12-31T23:59:59.999Z"
+    assert balance("pia") == 30
