@@ -48,6 +48,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from banking_app.domain.commands import PUBLIC_COMMAND_TYPES
 from support.api import running_workers
 from support.brokers import BROKER_KINDS, started_broker
 from support.cluster import Broker, Client, Worker, command
@@ -228,9 +229,18 @@ async def read_again_after_restart(
     log: EventLog, work: Workload, broker: Broker, worker: Worker
 ) -> None:
     """The stopped worker's take was not committed: started again on its data directory
-    without the fault, the worker reads it again and every command gets its outcome."""
+    without the fault, the worker reads it again and every command gets its outcome.
+
+    Only the public commands are checked. The fault fails a publish half-way, and the
+    half that went out may hold claim legs, which another take handles in full and
+    commits, as it should: a claim made twice answers the same."""
     committed = await committed_inputs(broker, set(work.expected))
-    assert not committed, committed
+    public = {
+        command: kinds & set(PUBLIC_COMMAND_TYPES)
+        for command, kinds in committed.items()
+        if kinds & set(PUBLIC_COMMAND_TYPES)
+    }
+    assert not public, committed
     worker.env = {}
     await asyncio.to_thread(worker.start)
     await settled_as_expected(log, work, broker, worker)
