@@ -483,11 +483,7 @@ class CommandProcessor:
             return self.apply_leg(batch, source, command, row, seen)
         admission = admit(row, command, source.position, source.timestamp, seen)
         if admission.duplicate:
-            if admission.record_offset:
-                batch.offsets[command.dedupe_id] = (source.position, partition)
-            log.info("command %s already taken in; ignoring the copy", command.dedupe_id)
-            metrics.duplicates_total.labels(command.type).inc()
-            return Handled.DUPLICATE
+            return self.copy(batch, source, command, admission.record_offset, "taken in")
         row = admission.row
         made: tuple[Claim, int] | None = None
         claims: list[tuple[Command, float]] = []
@@ -520,6 +516,17 @@ class CommandProcessor:
         if not command.public:
             batch.offsets[command.dedupe_id] = (source.position, partition)
         return released.decided.get((partition, *source.position), Handled.QUEUED)
+
+    def copy(
+        self, batch: Batch, source: Input, command: Command, record_offset: bool, already: str
+    ) -> Handled:
+        """A copy of an input already ``already``: nothing changes, except that its
+        position is recorded when the index asks for it (``record_offset``)."""
+        if record_offset:
+            batch.offsets[command.dedupe_id] = (source.position, source.partition)
+        log.info("command %s already %s; ignoring the copy", command.dedupe_id, already)
+        metrics.duplicates_total.labels(command.type).inc()
+        return Handled.DUPLICATE
 
     def claimed(
         self, batch: Batch, command_id: str, claimant: Claim, partition: int
@@ -674,11 +681,7 @@ class CommandProcessor:
         except MalformedLeg as exc:  # a leg no real debit can have sent: nothing moves
             return self.malformed(batch, source, exc, command.to_dict())
         if result.duplicate:
-            if result.record_offset:
-                batch.offsets[command.dedupe_id] = (source.position, partition)
-            log.info("command %s already applied; ignoring the copy", command.dedupe_id)
-            metrics.duplicates_total.labels(command.type).inc()
-            return Handled.DUPLICATE
+            return self.copy(batch, source, command, result.record_offset, "applied")
         # Everything is computed before ``batch`` changes (see ``isolated``).
         records = [
             Record(events_topic, codec.key(e.account_id), codec.dumps(e.to_dict()))
