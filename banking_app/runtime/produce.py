@@ -6,12 +6,21 @@ the worker's profile put at an eighth of its event loop. The agents produce a ta
 records at once and wait for all of them, so here they are grouped by partition and
 appended to aiokafka batches (``create_batch``/``send_batch``), one future per batch.
 Records keep their order within each partition, which is all Kafka orders anyway.
+
+A record may carry the timestamp -1 (Kafka's "no timestamp", which any producer may
+set and a re-keyed command or a leg keeps). aiokafka's C batch builder (aiokafka
+0.14.0, ``record/_crecords/default_records.pyx``, ``_encode_msg``) takes a first
+timestamp of -1 to mean "no record yet": the next record with a real timestamp becomes
+the batch's base, and every -1 record before it is read back with that record's
+timestamp (the broker's clock, for one stamped ``None``). So a batch whose records so
+far are all stamped -1 is sent before a record with another timestamp is appended
+(``batches``); -1 after any other timestamp is a plain delta and is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import NamedTuple
 
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -29,6 +38,9 @@ APPEND_TURN = 64
 
 #: The largest timestamp a Kafka record holds (a signed 64-bit count of milliseconds).
 MAX_MILLIS = 2**63 - 1
+
+#: Kafka's "no timestamp", which aiokafka's C batch builder also uses as "no record yet".
+NO_TIMESTAMP = -1
 
 
 def millis(seconds: float | None) -> int | None:
@@ -66,21 +78,11 @@ async def produce(records: Iterable[Outgoing]) -> dict[TopicPartition, int]:
             partition = partition_for(record.key, counts[record.topic])
         grouped.setdefault((record.topic, partition), []).append(record)
     sent: list[tuple[asyncio.Future, int]] = []
-
-    async def send(batch: BatchBuilder, topic: str, partition: int, size: int) -> None:
-        # Closed: complete, so the sender takes it now instead of letting it linger.
-        batch.close()
-        sent.append((await producer.send_batch(batch, topic, partition=partition), size))
-
     for (topic, partition), members in grouped.items():
-        batch, size = producer.create_batch(), 0
-        async for record in taking_turns(members, every=APPEND_TURN):
-            timestamp = millis(record.timestamp)
-            while batch.append(key=record.key, value=record.value, timestamp=timestamp) is None:
-                await send(batch, topic, partition, size)
-                batch, size = producer.create_batch(), 0
-            size += 1
-        await send(batch, topic, partition, size)
+        async for batch, size in batches(producer.create_batch, members):
+            # Closed: complete, so the sender takes it now instead of letting it linger.
+            batch.close()
+            sent.append((await producer.send_batch(batch, topic, partition=partition), size))
     highest: dict[TopicPartition, int] = {}
     for metadata, size in zip(
         await asyncio.gather(*(f for f, _ in sent)), (s for _, s in sent), strict=True
@@ -89,6 +91,27 @@ async def produce(records: Iterable[Outgoing]) -> dict[TopicPartition, int]:
         if last > highest.get(metadata.topic_partition, -1):
             highest[metadata.topic_partition] = last
     return highest
+
+
+async def batches(
+    create_batch: Callable[[], BatchBuilder], records: Iterable[Outgoing]
+) -> AsyncIterator[tuple[BatchBuilder, int]]:
+    """``records``, in order, appended to as few aiokafka batches as hold them with their
+    timestamps intact: each batch with the number of records in it."""
+    batch, size, unstamped = create_batch(), 0, True
+    async for record in taking_turns(records, every=APPEND_TURN):
+        timestamp = millis(record.timestamp)
+        if size and unstamped and timestamp != NO_TIMESTAMP:
+            # Only -1 so far: the builder would restamp them all with this timestamp.
+            yield batch, size
+            batch, size = create_batch(), 0
+        while batch.append(key=record.key, value=record.value, timestamp=timestamp) is None:
+            yield batch, size
+            batch, size = create_batch(), 0
+        unstamped = (unstamped or size == 0) and timestamp == NO_TIMESTAMP
+        size += 1
+    if size:
+        yield batch, size
 
 
 #: Topics the producer's metadata is known to hold (``known_to_producer``).
