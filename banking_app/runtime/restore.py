@@ -44,6 +44,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.stores.rocksdb import Store as RocksDBStore
 from rocksdict import WriteBatch, WriteOptions
 
+from banking_app.runtime import upstream
 from banking_app.runtime.faults import InjectedFault, faults
 from banking_app.runtime.offsets import true_end_offsets
 
@@ -112,6 +113,7 @@ async def restore_tables(
         max_partition_fetch_bytes=16 << 20,
         fetch_max_bytes=64 << 20,
     )
+    upstream.check_instance(consumer)  # its client, asked for metadata in _plan
     await consumer.start()
     opened: list[tuple[RocksDBStore, int]] = []
     try:
@@ -145,7 +147,12 @@ async def _plan(
     threshold: int,
 ) -> list[Span]:
     """The partitions at least ``threshold`` records behind their changelog's end."""
-    await consumer.topics()  # the cluster's metadata, with every changelog's partitions
+    # The consumer's own metadata, with every changelog's partitions: ``topics()`` only
+    # returns a copy, and the bootstrap's metadata request (an empty topic list) names
+    # no topic on Apache Kafka (Tansu answered with every topic), so the plan found no
+    # partition and restored nothing there. A client that subscribes to nothing asks for
+    # every topic when forced to update (aiokafka 0.14.0, ``AIOKafkaClient._topics``).
+    await consumer._client.force_metadata_update()
     tps = [
         TopicPartition(topic, partition)
         for topic in stores

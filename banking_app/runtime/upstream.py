@@ -31,6 +31,7 @@ from typing import Any
 
 import aiokafka
 import faust
+from aiokafka.client import AIOKafkaClient
 from aiokafka.consumer import subscription_state as aiokafka_state
 from faust.stores import rocksdb as faust_rocksdb
 from faust.tables import base as faust_tables
@@ -224,6 +225,8 @@ HOOKS = (
     # restore: writes a store's partitions as apply_changelog_batch does, with the
     # persisted offset Faust's recovery starts from (and _dbs, _db_for_partition above).
     Hook(FAUST, faust_rocksdb.Store, "apply_changelog_batch", RESTORE),
+    Hook(AIOKAFKA, aiokafka.AIOKafkaConsumer, "_client", RESTORE, on_instances=True),
+    Hook(AIOKAFKA, AIOKafkaClient, "force_metadata_update", RESTORE),
     Hook(
         FAUST,
         faust_rocksdb.Store,

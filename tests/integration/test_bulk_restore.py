@@ -1,13 +1,14 @@
 """Tables restored in bulk hold exactly what Faust's own recovery builds.
 
-A worker runs a mixed workload and stops. Then the same changelogs are recovered into
-empty data directories twice: by Faust's recovery alone (``BANKING_BULK_RESTORE=0``)
-and in bulk (``banking_app.runtime.restore``, every partition). Every key of every
-table partition, the persisted offsets among them, must be the same. A worker killed
-half-way through its bulk restore (``BANKING_FAULTS=restore@n``: a SIGKILL, with the
-write-ahead log off) and started again must build the same. Then more commands arrive
-while a copy of a recovered directory sits idle, and that copy, restored in bulk from
-its persisted offsets, must again equal a directory recovered by Faust alone.
+A worker runs a mixed workload and stops, on Tansu and on an Apache Kafka node. Then the
+same changelogs are recovered into empty data directories twice: by Faust's recovery
+alone (``BANKING_BULK_RESTORE=0``) and in bulk (``banking_app.runtime.restore``, every
+partition). Every key of every table partition, the persisted offsets among them, must
+be the same. A worker killed half-way through its bulk restore
+(``BANKING_FAULTS=restore@n``: a SIGKILL, with the write-ahead log off) and started
+again must build the same. Then more commands arrive while a copy of a recovered
+directory sits idle, and that copy, restored in bulk from its persisted offsets, must
+again equal a directory recovered by Faust alone.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import shutil
 import signal
 from pathlib import Path
 
+import pytest
 from rocksdict import AccessType, Options, Rdict
 
+from support.brokers import BROKER_KINDS, started_broker
 from support.cluster import Broker, Worker
 from support.load import EventLog, Producer, Workload, all_committed, settle
 
@@ -84,9 +87,12 @@ def assert_same(faust: Path, bulk: Path) -> None:
         assert in_bulk[database] == keys, database
 
 
-async def test_bulk_restore_builds_what_faust_s_recovery_builds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker_kind", BROKER_KINDS)
+async def test_bulk_restore_builds_what_faust_s_recovery_builds(
+    tmp_path: Path, request: pytest.FixtureRequest, broker_kind: str
+) -> None:
     work = Workload("bulk", random.Random(5), accounts=60)
-    with Broker.start() as broker:
+    with started_broker(broker_kind, request, tmp_path / "broker") as broker:
         source = Worker(broker, tmp_path / "source")
         await run_workload(broker, source, work, 1500)
 
