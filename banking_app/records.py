@@ -84,6 +84,8 @@ class CreateAccount(CommandRecord):
     owner: str
     currency: str
     overdraft_limit: int = 0
+    daily_withdrawal_limit: int | None = None
+    daily_transfer_limit: int | None = None
     type = "CREATE_ACCOUNT"
 
 
@@ -109,6 +111,14 @@ class CloseAccount(CommandRecord):
     type = "CLOSE_ACCOUNT"
 
 
+class SetLimits(CommandRecord):
+    """Replaces both daily limits: one left out (None) is no limit."""
+
+    daily_withdrawal_limit: int | None = None
+    daily_transfer_limit: int | None = None
+    type = "SET_LIMITS"
+
+
 class EventRecord(_WireRecord, abstract=True):
     """A fact on ``events``, keyed by ``account_id``."""
 
@@ -121,7 +131,8 @@ class EventRecord(_WireRecord, abstract=True):
     def to_representation(self) -> dict[str, Any]:
         # ``schema_version`` is declared last (a default may not precede the fields
         # without one) but is written second, as ``Event.to_dict`` writes it.
-        fields = self.asdict()
+        # An optional field is left out when None, as ``Event.to_dict`` leaves it out.
+        fields = {name: value for name, value in self.asdict().items() if value is not None}
         return {"type": self.type, "schema_version": fields.pop("schema_version"), **fields}
 
     @classmethod
@@ -143,6 +154,8 @@ class AccountCreated(_SequencedEvent):
     owner: str
     currency: str
     overdraft_limit: int
+    daily_withdrawal_limit: int | None = None
+    daily_transfer_limit: int | None = None
     type = "AccountCreated"
 
 
@@ -201,6 +214,14 @@ class AccountClosed(_SequencedEvent):
     type = "AccountClosed"
 
 
+class LimitsSet(_SequencedEvent):
+    """The account's daily limits now; None is no limit."""
+
+    daily_withdrawal_limit: int | None = None
+    daily_transfer_limit: int | None = None
+    type = "LimitsSet"
+
+
 class CommandRejected(EventRecord):
     """No ``seq``: a rejection changes nothing. ``command`` is the command as it came."""
 
@@ -212,7 +233,8 @@ class CommandRejected(EventRecord):
 
 
 COMMAND_RECORDS: dict[str, type[CommandRecord]] = {
-    cls.type: cls for cls in (CreateAccount, Deposit, Withdraw, TransferMoney, CloseAccount)
+    cls.type: cls
+    for cls in (CreateAccount, Deposit, Withdraw, TransferMoney, CloseAccount, SetLimits)
 }
 EVENT_RECORDS: dict[str, type[EventRecord]] = {
     cls.type: cls
@@ -225,6 +247,7 @@ EVENT_RECORDS: dict[str, type[EventRecord]] = {
         TransferRefunded,
         TransferSettled,
         AccountClosed,
+        LimitsSet,
         CommandRejected,
     )
 }

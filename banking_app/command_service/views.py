@@ -13,6 +13,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response
 
+from banking_app.domain.commands import LIMIT_NAMES as LIMITS
 from banking_app.domain.commands import Command
 from banking_app.runtime import codec
 from banking_app.runtime.faust_app import app
@@ -109,7 +110,8 @@ class Accounts(ApiView):
 
     async def post(self, request: Request) -> Response:
         data = await validation.json_body(
-            request, {"account_id", "owner", "currency", "overdraft_limit", "expected_version"}
+            request,
+            {"account_id", "owner", "currency", "overdraft_limit", "expected_version", *LIMITS},
         )
         data.setdefault("account_id", validation.new_account_id(request))
         command = validation.command("CREATE_ACCOUNT", validation.command_id(request), data)
@@ -148,6 +150,16 @@ class Close(AccountCommand):
     kind = "CLOSE_ACCOUNT"
     fields = frozenset({"expected_version"})
     body_required = False
+
+
+@app.page("/accounts/{account_id}/limits")
+class Limits(AccountCommand):
+    """Replaces both daily limits; one left out, or null, is no limit. A body is required
+    (``{}`` lifts both), so that no empty request lifts a limit by accident."""
+
+    route = "/accounts/{account_id}/limits"
+    kind = "SET_LIMITS"
+    fields = frozenset({*LIMITS, "expected_version"})
 
 
 @app.page("/transfers")

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from banking_app.domain import events as ev
+from banking_app.domain.limits import Spending, after_spending
 
 
 class AccountStatus(StrEnum):
@@ -29,6 +30,13 @@ class Account:
     in_flight_count: int = 0
     created_at: str = ""
     updated_at: str = ""
+    #: Daily limits in minor units, ``None`` for none (``banking_app.domain.limits``).
+    daily_withdrawal_limit: int | None = None
+    daily_transfer_limit: int | None = None
+    #: The latest UTC day the account spent on, and what it spent of each kind that day.
+    spending_day: str = ""
+    withdrawn_today: int = 0
+    transferred_today: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -55,6 +63,8 @@ def evolve(state: Account | None, event: ev.Event) -> Account | None:
             owner=event.owner,
             currency=event.currency,
             overdraft_limit=event.overdraft_limit,
+            daily_withdrawal_limit=event.daily_withdrawal_limit,
+            daily_transfer_limit=event.daily_transfer_limit,
             version=event.seq or 0,
             created_at=event.occurred_at,
             updated_at=event.occurred_at,
@@ -69,9 +79,12 @@ def evolve(state: Account | None, event: ev.Event) -> Account | None:
         ev.MoneyDeposited | ev.MoneyWithdrawn | ev.TransferDebited | ev.TransferCredited,
     ):
         changes["balance"] = event.balance
-    if isinstance(event, ev.TransferDebited):
+    if isinstance(event, ev.MoneyWithdrawn):
+        changes.update(after_spending(state, Spending.WITHDRAWAL, event.amount, event.occurred_at))
+    elif isinstance(event, ev.TransferDebited):
         changes["in_flight"] = state.in_flight + event.amount
         changes["in_flight_count"] = state.in_flight_count + 1
+        changes.update(after_spending(state, Spending.TRANSFER, event.amount, event.occurred_at))
     elif isinstance(event, ev.TransferRefunded | ev.TransferSettled):
         changes["in_flight"] = state.in_flight - event.amount
         changes["in_flight_count"] = state.in_flight_count - 1
@@ -79,4 +92,7 @@ def evolve(state: Account | None, event: ev.Event) -> Account | None:
             changes["balance"] = event.balance
     elif isinstance(event, ev.AccountClosed):
         changes["status"] = AccountStatus.CLOSED
+    elif isinstance(event, ev.LimitsSet):
+        changes["daily_withdrawal_limit"] = event.daily_withdrawal_limit
+        changes["daily_transfer_limit"] = event.daily_transfer_limit
     return replace(state, **changes)

@@ -37,6 +37,8 @@ MAX_OWNER_LENGTH = 200
 MAX_REFUSED_JSON = 16_384
 MAX_REFUSAL_LENGTH = 500
 MAX_TYPE_LENGTH = 64
+#: The daily limits a ``CREATE_ACCOUNT`` or ``SET_LIMITS`` may carry.
+LIMIT_NAMES = ("daily_withdrawal_limit", "daily_transfer_limit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,9 @@ class CreateAccount(Command):
     owner: str = ""
     currency: str = ""
     overdraft_limit: int = 0
+    #: Daily limits in minor units (``banking_app.domain.limits``); ``None``: none.
+    daily_withdrawal_limit: int | None = None
+    daily_transfer_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +113,15 @@ class TransferMoney(Command):
 @dataclass(frozen=True, slots=True)
 class CloseAccount(Command):
     type: ClassVar[str] = "CLOSE_ACCOUNT"
+
+
+@dataclass(frozen=True, slots=True)
+class SetLimits(Command):
+    """Replace the account's daily limits: a limit left out (or ``null``) is none."""
+
+    type: ClassVar[str] = "SET_LIMITS"
+    daily_withdrawal_limit: int | None = None
+    daily_transfer_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +221,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         Withdraw,
         TransferMoney,
         CloseAccount,
+        SetLimits,
         CreditTransfer,
         RefundTransfer,
         SettleTransfer,
@@ -362,10 +377,14 @@ def _read(cls: type[Command], data: dict[str, Any], command_id: str | None) -> C
         extra["currency"] = _string(data, "currency", CURRENCY_RE, command_id)
         if data.get("overdraft_limit") is not None:
             extra["overdraft_limit"] = _integer(data, "overdraft_limit", 0, MAX_AMOUNT, command_id)
+    if cls is CreateAccount or cls is SetLimits:
+        for name in LIMIT_NAMES:
+            if data.get(name) is not None:
+                extra[name] = _integer(data, name, 0, MAX_AMOUNT, command_id)
     if leg:
         # A leg carries the amount of a debit that was accepted: 1 to MAX_AMOUNT, always.
         extra["amount"] = _integer(data, "amount", 1, MAX_AMOUNT, command_id)
-    elif cls is not CreateAccount and cls is not CloseAccount:
+    elif cls in (Deposit, Withdraw, TransferMoney):
         # Only the type is checked here: a well-typed amount out of range is the
         # domain's INVALID_AMOUNT, not a malformed command.
         extra["amount"] = _integer(data, "amount", -(2**63), 2**63 - 1, command_id)

@@ -14,6 +14,8 @@ The invariants ``decide`` keeps, whatever it is sent (a forged leg included):
   back only money a debit took, and creates none;
 - no balance goes below its overdraft limit: only a withdrawal or a transfer's debit
   lowers one, and both are checked (a credit or refund adds at least one minor unit);
+- a withdrawal or transfer is refused with ``LIMIT_EXCEEDED`` past the account's
+  daily limit (``banking_app.domain.limits``);
 - the books balance: per currency, the balances plus the money in flight equal
   deposits minus withdrawals (``banking_app.domain.ledger`` checks it on the log).
 
@@ -32,6 +34,7 @@ from banking_app.domain import events as ev
 from banking_app.domain import guards
 from banking_app.domain.accounts import Account
 from banking_app.domain.errors import CREDIT_REFUSALS, DomainError, MalformedLeg
+from banking_app.domain.limits import Spending
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,8 @@ def _decide(state: Account | None, c: cmd.Command, at: str) -> Decision:
                     owner=c.owner,
                     currency=c.currency,
                     overdraft_limit=c.overdraft_limit,
+                    daily_withdrawal_limit=c.daily_withdrawal_limit,
+                    daily_transfer_limit=c.daily_transfer_limit,
                 )
             ]
         )
@@ -112,6 +117,16 @@ def _decide(state: Account | None, c: cmd.Command, at: str) -> Decision:
     if isinstance(c, cmd.CloseAccount):
         guards.require_settled_and_empty(account)
         return Decision([ev.AccountClosed(**common)])
+    if isinstance(c, cmd.SetLimits):
+        return Decision(
+            [
+                ev.LimitsSet(
+                    **common,
+                    daily_withdrawal_limit=c.daily_withdrawal_limit,
+                    daily_transfer_limit=c.daily_transfer_limit,
+                )
+            ]
+        )
     assert isinstance(c, cmd.Deposit | cmd.Withdraw | cmd.TransferMoney), c
     guards.require_valid_amount(c.amount)
     if isinstance(c, cmd.Deposit):
@@ -125,6 +140,8 @@ def _decide(state: Account | None, c: cmd.Command, at: str) -> Decision:
             ]
         )
     guards.require_funds(account, c.amount)
+    kind = Spending.WITHDRAWAL if isinstance(c, cmd.Withdraw) else Spending.TRANSFER
+    guards.require_within_limit(account, kind, c.amount, common["occurred_at"])
     balance = account.balance - c.amount
     if isinstance(c, cmd.Withdraw):
         return Decision(

@@ -25,6 +25,8 @@ class Reason(StrEnum):
     #: The command id was first used for another command: another account, type or
     #: amount (``banking_app.domain.command_ids``). The first use stands.
     COMMAND_ID_REUSED = "COMMAND_ID_REUSED"
+    #: A withdrawal or transfer past the account's daily limit (``domain.limits``).
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
 
 
 class DomainError(Exception):
@@ -71,6 +73,10 @@ class BalanceNotZero(DomainError):
 
 class VersionConflict(DomainError):
     reason = Reason.VERSION_CONFLICT
+
+
+class LimitExceeded(DomainError):
+    reason = Reason.LIMIT_EXCEEDED
 
 
 class MalformedCommand(DomainError):

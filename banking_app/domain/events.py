@@ -47,6 +47,9 @@ class Event:
     type: ClassVar[str]
     #: True for the events that move money; used by ledger checks and projections.
     moves_money: ClassVar[bool] = False
+    #: Fields left out of the wire form when ``None`` (added after events were written
+    #: without them; an event without them reads back the same).
+    optional: ClassVar[tuple[str, ...]] = ()
 
     event_id: str
     command_id: str
@@ -62,15 +65,21 @@ class Event:
             data[name] = getattr(self, name)
         if data["seq"] is None:
             del data["seq"]
+        for name in self.optional:
+            if data[name] is None:
+                del data[name]
         return data
 
 
 @dataclass(frozen=True, slots=True)
 class AccountCreated(Event):
     type: ClassVar[str] = "AccountCreated"
+    optional: ClassVar[tuple[str, ...]] = ("daily_withdrawal_limit", "daily_transfer_limit")
     owner: str
     currency: str
     overdraft_limit: int
+    daily_withdrawal_limit: int | None = None
+    daily_transfer_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +150,16 @@ class AccountClosed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsSet(Event):
+    """The account's daily limits are now these (``None``, left out: no limit)."""
+
+    type: ClassVar[str] = "LimitsSet"
+    optional: ClassVar[tuple[str, ...]] = ("daily_withdrawal_limit", "daily_transfer_limit")
+    daily_withdrawal_limit: int | None = None
+    daily_transfer_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CommandRejected(Event):
     type: ClassVar[str] = "CommandRejected"
     reason: str
@@ -160,6 +179,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TransferRefunded,
         TransferSettled,
         AccountClosed,
+        LimitsSet,
         CommandRejected,
     )
 }
@@ -172,6 +192,7 @@ TERMINAL_TYPES = frozenset(
         "TransferCredited",
         "TransferRefunded",
         "AccountClosed",
+        "LimitsSet",
         "CommandRejected",
     }
 )

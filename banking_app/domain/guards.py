@@ -9,6 +9,7 @@ from __future__ import annotations
 from banking_app.domain import errors
 from banking_app.domain.accounts import Account
 from banking_app.domain.commands import MAX_AMOUNT, Leg, RefundTransfer, SettleTransfer
+from banking_app.domain.limits import Spending, limit_of, spending_day, spent
 
 #: Balances stay well inside a signed 64-bit integer, so any JSON reader can hold them.
 MAX_BALANCE = 10**18
@@ -58,6 +59,20 @@ def require_same_currency(state: Account, currency: str) -> None:
     if state.currency != currency:
         raise errors.CurrencyMismatch(
             f"account {state.account_id!r} holds {state.currency}, not {currency}"
+        )
+
+
+def require_within_limit(state: Account, kind: Spending, amount: int, occurred_at: str) -> None:
+    """The day's total of ``kind``, with ``amount``, stays within the account's limit."""
+    limit = limit_of(state, kind)
+    if limit is None:
+        return
+    day = spending_day(state, occurred_at)
+    so_far = spent(state, kind, day)
+    if so_far + amount > limit:
+        raise errors.LimitExceeded(
+            f"{amount} would take the {day} total of {kind.name.lower()}s from {so_far} "
+            f"past the daily limit of {limit}"
         )
 
 

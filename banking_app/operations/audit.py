@@ -33,6 +33,8 @@ VIEW_FIELDS = (
     "currency",
     "balance",
     "overdraft_limit",
+    "daily_withdrawal_limit",
+    "daily_transfer_limit",
     "in_flight",
     "status",
     "version",

@@ -144,6 +144,9 @@ EXPECTED = option(
 )
 
 
+LIMIT_HELP = "Minor units per UTC day; left out: no limit."
+
+
 def _with(body: dict[str, Any], expected_version: int | None) -> dict[str, Any]:
     return body if expected_version is None else {**body, "expected_version": expected_version}
 
@@ -156,6 +159,8 @@ def _with(body: dict[str, Any], expected_version: int | None) -> dict[str, Any]:
     option("--currency", required=True, help="ISO 4217 code, e.g. EUR."),
     option("--account-id", default=None, help="Chosen id; generated when omitted."),
     option("--overdraft-limit", type=int, default=0, show_default=True, help="Minor units."),
+    option("--daily-withdrawal-limit", type=int, default=None, help=LIMIT_HELP),
+    option("--daily-transfer-limit", type=int, default=None, help=LIMIT_HELP),
     base=StandaloneCommand,
 )
 async def open_account(
@@ -167,6 +172,8 @@ async def open_account(
     currency: str,
     account_id: str | None,
     overdraft_limit: int,
+    daily_withdrawal_limit: int | None,
+    daily_transfer_limit: int | None,
 ) -> int:
     """Open an account."""
     body: dict[str, Any] = {
@@ -174,6 +181,10 @@ async def open_account(
         "currency": currency,
         "overdraft_limit": overdraft_limit,
     }
+    if daily_withdrawal_limit is not None:
+        body["daily_withdrawal_limit"] = daily_withdrawal_limit
+    if daily_transfer_limit is not None:
+        body["daily_transfer_limit"] = daily_transfer_limit
     if account_id:
         body["account_id"] = account_id
     answer = await BankClient(url).command(
@@ -262,6 +273,39 @@ async def close(
     """Close an account (its balance must be zero, with nothing in flight)."""
     answer = await BankClient(url).command(
         f"/accounts/{account_id}/close", _with({}, expected_version), idempotency_key
+    )
+    return operator_commands.report_command(answer)
+
+
+@app.command(
+    URL,
+    KEY,
+    EXPECTED,
+    argument("account_id"),
+    option("--daily-withdrawal-limit", type=int, default=None, help=LIMIT_HELP),
+    option("--daily-transfer-limit", type=int, default=None, help=LIMIT_HELP),
+    base=StandaloneCommand,
+)
+async def set_limits(
+    self: object,
+    url: str,
+    idempotency_key: str | None,
+    expected_version: int | None,
+    account_id: str,
+    daily_withdrawal_limit: int | None,
+    daily_transfer_limit: int | None,
+) -> int:
+    """Set ACCOUNT_ID's daily limits (both: one left out is lifted)."""
+    body = {
+        name: value
+        for name, value in (
+            ("daily_withdrawal_limit", daily_withdrawal_limit),
+            ("daily_transfer_limit", daily_transfer_limit),
+        )
+        if value is not None
+    }
+    answer = await BankClient(url).command(
+        f"/accounts/{account_id}/limits", _with(body, expected_version), idempotency_key
     )
     return operator_commands.report_command(answer)
 

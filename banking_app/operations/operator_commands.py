@@ -57,6 +57,10 @@ def report_command(answer: Answer) -> int:
     return EXIT_OK if body["status"] == "accepted" else EXIT_PENDING
 
 
+#: How ``show`` labels each daily limit.
+DAILY_LIMITS = (("withdraw", "daily_withdrawal_limit"), ("transfer", "daily_transfer_limit"))
+
+
 def report_account(answer: Answer) -> int:
     if not answer.ok:
         return _error(answer)
@@ -65,6 +69,10 @@ def report_account(answer: Answer) -> int:
     print(f"owner     {a['owner']}")
     print(f"balance   {money(a['balance'], a['currency'])} (minor units)")
     print(f"overdraft {money(a['overdraft_limit'], a['currency'])}")
+    for label, name in DAILY_LIMITS:
+        limit = a.get(name)
+        shown = "no limit" if limit is None else f"{money(limit, a['currency'])} a day"
+        print(f"{label:<9} {shown}")
     print(f"in flight {money(a['in_flight'], a['currency'])}")
     print(f"version   {a['version']}  (opened {a['created_at']}, last change {a['updated_at']})")
     return EXIT_OK

@@ -100,7 +100,7 @@ class Refold:
         except read_model.SeqGap:
             updated = view  # the log itself has the gap; ``replay`` reports it
         if updated is not view and updated is not None:
-            item = read_model.history_item(event)
+            item = read_model.history_item(event, updated)
             if item is not None:
                 key = read_model.history_key(event.account_id, item["seq"])
                 await self._write(transactions_table, key, item, record.partition)

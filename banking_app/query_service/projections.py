@@ -128,7 +128,7 @@ class AccountProjection:
             return False
         if updated is view or updated is None:
             return False
-        item = read_model.history_item(event)
+        item = read_model.history_item(event, updated)
         if item is not None:
             key = read_model.history_key(event.account_id, item["seq"])
             self.lines.append((key, item, partition))

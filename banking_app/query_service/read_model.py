@@ -46,6 +46,8 @@ def apply_to_view(view: dict[str, Any] | None, event: ev.Event) -> dict[str, Any
             "currency": event.currency,
             "balance": 0,
             "overdraft_limit": event.overdraft_limit,
+            "daily_withdrawal_limit": event.daily_withdrawal_limit,
+            "daily_transfer_limit": event.daily_transfer_limit,
             "in_flight": 0,
             "status": "OPEN",
             "version": event.seq,
@@ -76,23 +78,32 @@ def apply_to_view(view: dict[str, Any] | None, event: ev.Event) -> dict[str, Any
         updated["in_flight"] = view["in_flight"] - event.amount
     elif isinstance(event, ev.AccountClosed):
         updated["status"] = "CLOSED"
+    elif isinstance(event, ev.LimitsSet):
+        updated["daily_withdrawal_limit"] = event.daily_withdrawal_limit
+        updated["daily_transfer_limit"] = event.daily_transfer_limit
     return updated
+
+
+#: Fields of a view that a view written before they existed lacks, with their value.
+ADDED_FIELDS = {"daily_withdrawal_limit": None, "daily_transfer_limit": None}
 
 
 def public_view(view: dict[str, Any]) -> dict[str, Any]:
     """The account as the API shows it (without the projection's bookkeeping)."""
-    return {key: value for key, value in view.items() if key != "recent"}
+    return {**ADDED_FIELDS, **{key: value for key, value in view.items() if key != "recent"}}
 
 
-def history_item(event: ev.Event) -> dict[str, Any] | None:
-    """One line of an account's history, for every event that has a seq."""
+def history_item(event: ev.Event, view: dict[str, Any]) -> dict[str, Any] | None:
+    """One line of an account's history, for every event that has a seq; ``view`` is the
+    account after it (an event that moves no money, ``LimitsSet``, has no balance of its
+    own)."""
     if event.seq is None:
         return None
     item: dict[str, Any] = {
         "seq": event.seq,
         "type": event.type,
         "amount": getattr(event, "amount", 0),
-        "balance": getattr(event, "balance", 0),
+        "balance": view["balance"],
         "command_id": event.command_id,
         "occurred_at": event.occurred_at,
     }

@@ -26,6 +26,12 @@ AMOUNT = {
     "maximum": MAX_AMOUNT,
     "description": "Minor units (cents), written as a JSON integer: 100, not 100.0.",
 }
+LIMIT = {
+    "type": ["integer", "null"],
+    "minimum": 0,
+    "maximum": MAX_AMOUNT,
+    "description": "Minor units per UTC day; null or left out: no limit.",
+}
 VERSION = {
     "type": ["integer", "null"],
     "minimum": 0,
@@ -174,6 +180,8 @@ SPEC: dict[str, Any] = {
                         "minimum": 0,
                         "maximum": MAX_AMOUNT,
                     },
+                    "daily_withdrawal_limit": LIMIT,
+                    "daily_transfer_limit": LIMIT,
                     "expected_version": VERSION,
                 },
                 ["owner", "currency"],
@@ -190,6 +198,17 @@ SPEC: dict[str, Any] = {
             obj({"expected_version": VERSION}),
             True,
             body_required=False,
+        ),
+        "/accounts/{account_id}/limits": command_operation(
+            "Set the daily limits (both; {} lifts them)",
+            obj(
+                {
+                    "daily_withdrawal_limit": LIMIT,
+                    "daily_transfer_limit": LIMIT,
+                    "expected_version": VERSION,
+                }
+            ),
+            True,
         ),
         "/transfers": command_operation(
             "Transfer between two accounts",
@@ -307,6 +326,8 @@ SPEC: dict[str, Any] = {
                     "status",
                     "version",
                     "overdraft_limit",
+                    "daily_withdrawal_limit",
+                    "daily_transfer_limit",
                     "in_flight",
                     "created_at",
                     "updated_at",
@@ -319,6 +340,8 @@ SPEC: dict[str, Any] = {
                     "status": {"enum": ["OPEN", "CLOSED"]},
                     "version": {"type": "integer"},
                     "overdraft_limit": {"type": "integer"},
+                    "daily_withdrawal_limit": {"type": ["integer", "null"]},
+                    "daily_transfer_limit": {"type": ["integer", "null"]},
                     "in_flight": {"type": "integer"},
                     "created_at": {"type": "string"},
                     "updated_at": {"type": "string"},

@@ -25,6 +25,7 @@ from banking_app.domain import (
     MalformedLeg,
     Reason,
     RefundTransfer,
+    SetLimits,
     SettleTransfer,
     TransferMoney,
     Withdraw,
@@ -810,6 +811,10 @@ def one_of_every_event() -> list[ev.Event]:
     source, _ = run(source, refund)
     _, _ = run(destination, CloseAccount(command_id="x", account_id="acc-b", expected_version=0))
     _, _ = run(open_account("acc-e"), CloseAccount(command_id="x2", account_id="acc-e"))
+    _, _ = run(
+        open_account("acc-f"),
+        SetLimits(command_id="l", account_id="acc-f", daily_withdrawal_limit=50),
+    )
     return events
 
 

@@ -19,6 +19,7 @@ from banking_app.domain import (
     MalformedCommand,
     Reason,
     RefundTransfer,
+    SetLimits,
     SettleTransfer,
     TransferMoney,
     Withdraw,
@@ -50,6 +51,12 @@ TRANSFER = {
     "amount": 300,
 }
 CLOSE = {"type": "CLOSE_ACCOUNT", "command_id": "cmd-close-1", "account_id": "acc-1"}
+LIMITS = {
+    "type": "SET_LIMITS",
+    "command_id": "cmd-limits-1",
+    "account_id": "acc-1",
+    "daily_withdrawal_limit": 50_000,
+}
 CREDIT = {
     "type": "TRANSFER_CREDIT",
     "command_id": "cmd-tr-1",
@@ -84,7 +91,7 @@ CLAIM = {
 }
 ANSWER = {**CLAIM, "type": "COMMAND_ID_ANSWER", "answer": "CLAIMED"}
 
-PUBLIC_EXAMPLES = [CREATE, DEPOSIT, WITHDRAW, TRANSFER, CLOSE]
+PUBLIC_EXAMPLES = [CREATE, DEPOSIT, WITHDRAW, TRANSFER, CLOSE, LIMITS]
 INTERNAL_EXAMPLES = [CREDIT, REFUND, SETTLE, CLAIM, ANSWER]
 
 # What Faust puts into a record serialised from a faust.Record: not a field of ours.
@@ -111,6 +118,7 @@ def test_the_examples_cover_every_command_type() -> None:
         "WITHDRAW",
         "TRANSFER_MONEY",
         "CLOSE_ACCOUNT",
+        "SET_LIMITS",
     }
 
 
@@ -126,6 +134,25 @@ def test_create_account_is_read_with_every_field() -> None:
     assert type(command) is CreateAccount
     assert command.expected_version is None
     assert command.dedupe_id == "cmd-create-1"
+
+
+def test_limits_are_read_and_a_limit_left_out_is_none() -> None:
+    assert parse_command(LIMITS) == SetLimits(
+        command_id="cmd-limits-1", account_id="acc-1", daily_withdrawal_limit=50_000
+    )
+    opened = parse_command({**CREATE, "daily_transfer_limit": 0, "daily_withdrawal_limit": None})
+    assert isinstance(opened, CreateAccount)
+    assert (opened.daily_withdrawal_limit, opened.daily_transfer_limit) == (None, 0)
+
+
+@pytest.mark.parametrize("kind", [CREATE, LIMITS], ids=lambda e: e["type"])
+@pytest.mark.parametrize("value", [-1, MAX_AMOUNT + 1, 1.5, True, "100", [], {}])
+def test_a_limit_that_is_not_a_count_of_minor_units_is_refused(
+    kind: dict[str, Any], value: Any
+) -> None:
+    error = refused({**kind, "daily_transfer_limit": value})
+    assert "daily_transfer_limit" in error.detail
+    assert error.command_id == kind["command_id"]
 
 
 def test_create_account_without_overdraft_limit_defaults_to_zero() -> None:

@@ -47,6 +47,7 @@ from banking_app.domain import (
     Deposit,
     MalformedLeg,
     RefundTransfer,
+    SetLimits,
     SettleTransfer,
     TransferMoney,
     Withdraw,
@@ -421,6 +422,7 @@ ACTIONS = (
     *["step"] * 4,
     "create",
     "close",
+    "limits",
     *["resend"] * 2,
     "replay",
 )
@@ -560,6 +562,18 @@ def run_with_window(data: st.DataObject, window: int) -> Bank:
                     to = data.draw(st.sampled_from([a for a in accounts if a != account_id]))
                     bank.send(TransferMoney(new_id("tr"), account_id, None, to, held))
             bank.send(CloseAccount(new_id("close"), account_id, version()))
+        elif action == "limits":
+            # Daily limits come and go: refusals must move nothing, as any other.
+            limits = st.one_of(st.none(), st.integers(0, 500))
+            bank.send(
+                SetLimits(
+                    new_id("limits"),
+                    account_id,
+                    version(),
+                    daily_withdrawal_limit=data.draw(limits),
+                    daily_transfer_limit=data.draw(limits),
+                )
+            )
         elif action == "resend":
             if bank.sent:
                 bank.resend(data.draw(st.sampled_from(sorted(bank.sent))))

@@ -51,6 +51,28 @@ async def test_a_deposit_is_applied_once_and_its_copy_is_ignored(harness: Any) -
     assert [e["seq"] for e in events(harness)] == [1, 2]
 
 
+async def test_a_redelivered_withdrawal_counts_once_against_the_daily_limit(
+    harness: Any,
+) -> None:
+    await send(harness, create_account("l1", "lena", "Lena", daily_withdrawal_limit=100))
+    await send(
+        harness, {"type": "DEPOSIT", "command_id": "l2", "account_id": "lena", "amount": 500}
+    )
+    withdraw = {"type": "WITHDRAW", "command_id": "l3", "account_id": "lena", "amount": 60}
+    assert await send(harness, withdraw) is Handled.APPLIED
+    assert await send(harness, withdraw) is Handled.DUPLICATE
+    rest = {"type": "WITHDRAW", "command_id": "l4", "account_id": "lena", "amount": 40}
+    assert await send(harness, rest) is Handled.APPLIED  # 60 once, so 40 is within 100
+    assert balance("lena") == 400
+    over = {"type": "WITHDRAW", "command_id": "l5", "account_id": "lena", "amount": 1}
+    await send(harness, over)
+    assert (events(harness)[-1]["type"], events(harness)[-1]["reason"]) == (
+        "CommandRejected",
+        "LIMIT_EXCEEDED",
+    )
+    assert balance("lena") == 400
+
+
 async def test_a_rejection_is_an_event_and_changes_nothing(harness: Any) -> None:
     await send(harness, create_account("k1", "bob", "Bob", currency="USD", overdraft_limit=100))
     await send(

@@ -129,7 +129,8 @@ async def test_lifecycle_of_two_accounts(api: Api) -> None:
     }
     assert set(view) == {
         "account_id", "owner", "currency", "balance", "overdraft_limit", "in_flight",
-        "status", "version", "created_at", "updated_at",
+        "status", "version", "created_at", "updated_at", "daily_withdrawal_limit",
+        "daily_transfer_limit",
     }  # fmt: skip
     await expect_outcome(api, k, "accepted")
 
@@ -591,6 +592,13 @@ BAD_REQUESTS = [
     open_with("open: bad account id", account_id="-{new}"),
     open_with("open: numeric account id", account_id=42),
     case("open: no currency", "POST", "/accounts", json={"account_id": "{new}", "owner": "O"}),
+    open_with("open: negative daily limit", account_id="{new}", daily_transfer_limit=-5),
+    open_with("open: float daily limit", account_id="{new}", daily_withdrawal_limit=10.0),
+    case("limits: no body", "POST", "/accounts/{a}/limits"),
+    case("limits: negative", "POST", "/accounts/{a}/limits", json={"daily_withdrawal_limit": -1}),
+    case("limits: text", "POST", "/accounts/{a}/limits", json={"daily_transfer_limit": "100"}),
+    case("limits: too big", "POST", "/accounts/{a}/limits", json={"daily_transfer_limit": 10**16}),
+    case("limits: unknown field", "POST", "/accounts/{a}/limits", json={"monthly_limit": 1}),
     history_with("history: limit=0", limit="0"),
     history_with("history: limit=501", limit="501"),
     history_with("history: limit=ten", limit="ten"),
@@ -798,6 +806,42 @@ async def test_rejections_are_422_and_change_nothing(api: Api) -> None:
     await marker(api, account, (1_005, 5))
     await marker(api, euros_too, (50, 2))
     await marker(api, dollars, (70, 2))
+
+
+async def test_daily_limits_are_set_shown_and_enforced(api: Api) -> None:
+    account = new_id("limited")
+    k = key()
+    reply = await api.post(
+        "/accounts",
+        {"account_id": account, "owner": "Lee", "currency": "EUR", "daily_withdrawal_limit": 100},
+        idempotency_key=k,
+    )
+    [created] = assert_accepted(reply, k)
+    assert created["daily_withdrawal_limit"] == 100 and "daily_transfer_limit" not in created
+    await api.deposit(account, 1_000)
+    view = await expect_view(api, account, 1_000, 2)
+    assert (view["daily_withdrawal_limit"], view["daily_transfer_limit"]) == (100, None)
+
+    k = key()
+    reply = await api.post(f"/accounts/{account}/withdrawals", {"amount": 70}, idempotency_key=k)
+    assert_accepted(reply, k)
+    k = key()
+    reply = await api.post(f"/accounts/{account}/withdrawals", {"amount": 31}, idempotency_key=k)
+    assert_rejected(reply, k, "LIMIT_EXCEEDED")
+    await marker(api, account, (930, 3))
+
+    # Lifted: the same withdrawal goes through.
+    k = key()
+    reply = await api.post(f"/accounts/{account}/limits", {}, idempotency_key=k)
+    [limits] = assert_accepted(reply, k)
+    assert (limits["type"], limits["seq"]) == ("LimitsSet", 5)
+    view = await expect_view(api, account, 931, 5)
+    assert view["daily_withdrawal_limit"] is None
+    k = key()
+    reply = await api.post(f"/accounts/{account}/withdrawals", {"amount": 31}, idempotency_key=k)
+    assert_accepted(reply, k)
+    [line] = (await api.history(account, limit=2))["items"][1:]
+    assert (line["type"], line["amount"], line["balance"]) == ("LimitsSet", 0, 931)
 
 
 async def test_a_rejection_without_wait_is_202_then_readable_by_command_id(api: Api) -> None:

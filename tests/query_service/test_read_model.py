@@ -75,7 +75,11 @@ def test_a_rejection_changes_no_view_but_is_an_outcome() -> None:
 
 def test_history_items_carry_counterparty_and_balance_after() -> None:
     events = run(OPEN, DEPOSIT, TRANSFER, SETTLE)
-    items = [read_model.history_item(event) for event in events]
+    items, view = [], None
+    for event in events:
+        view = read_model.apply_to_view(view, event)
+        assert view is not None
+        items.append(read_model.history_item(event, view))
     assert items[-1] is None  # TransferSettled has no seq: it is bookkeeping, not a line
     debit = items[2]
     assert debit is not None
@@ -111,3 +115,26 @@ def fold_state(*commands: cmd.Command):
     for event in run(*commands):
         state = evolve(state, event)
     return state
+
+
+def test_limits_show_on_the_view_and_their_history_line_keeps_the_balance() -> None:
+    limits = cmd.SetLimits(command_id="c6", account_id="a", daily_withdrawal_limit=300)
+    events = run(OPEN, DEPOSIT, limits)
+    view = fold(events)
+    assert view is not None
+    assert (view["daily_withdrawal_limit"], view["daily_transfer_limit"]) == (300, None)
+    assert view["balance"] == 700 and view["version"] == 3
+    line = read_model.history_item(events[-1], view)
+    assert line is not None
+    assert (line["type"], line["amount"], line["balance"]) == ("LimitsSet", 0, 700)
+    lifted = fold([*events, *run(OPEN, DEPOSIT, limits, cmd.SetLimits("c7", "a"))[3:]])
+    assert lifted is not None and lifted["daily_withdrawal_limit"] is None
+
+
+def test_a_view_written_before_limits_existed_shows_none() -> None:
+    view = fold(run(OPEN))
+    assert view is not None
+    for name in ("daily_withdrawal_limit", "daily_transfer_limit"):
+        del view[name]
+    shown = read_model.public_view(view)
+    assert (shown["daily_withdrawal_limit"], shown["daily_transfer_limit"]) == (None, None)

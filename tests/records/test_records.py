@@ -185,6 +185,7 @@ def every_event_the_bank_emits() -> list[ev.Event]:
             cmd.Deposit(command_id="e8", account_id="bob", amount=1, expected_version=0),
             create("e9", "dave"),
             cmd.CloseAccount(command_id="e10", account_id="dave"),
+            cmd.SetLimits(command_id="e11", account_id="bob", daily_transfer_limit=500),
         ],
     )
 
