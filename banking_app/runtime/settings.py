@@ -111,6 +111,7 @@ class Settings:
     bulk_restore: int
     stall_seconds: float
     session_timeout: float
+    rocksdb_memory_mb: int
 
     def leg_key_bytes(self) -> bytes:
         """``BANKING_LEG_KEY``, or a clear stop: a worker cannot seal legs without it."""
@@ -195,6 +196,9 @@ def load() -> Settings:
         # handled nothing for this many seconds (banking_app.runtime.liveness). Longer
         # than a take's retries ride out (BANKING_TAKE_ATTEMPTS, about a minute).
         stall_seconds=_float("BANKING_STALL_SECONDS", 90.0, minimum=1),
+        # What all of a worker's RocksDB databases may hold in memory together: block
+        # cache, index and filter blocks, and memtables (banking_app.runtime.rocksdb_memory).
+        rocksdb_memory_mb=_int("BANKING_ROCKSDB_MEMORY_MB", 256, minimum=16),
         # Seconds before the group gives a silent (dead) worker's partitions to the
         # others; the heartbeat is a third of it, at most 1 s (docs/BENCHMARKS.md has
         # the failover figures). Kafka refuses less than 6 s by default.

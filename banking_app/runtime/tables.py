@@ -15,7 +15,7 @@ import faust
 from faust.stores.rocksdb import Store as RocksDBStore
 from rocksdict import WriteBatch
 
-from banking_app.runtime import codec, upstream
+from banking_app.runtime import codec, rocksdb_memory, upstream
 from banking_app.runtime.faults import faults
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.produce import Outgoing, produce
@@ -51,6 +51,9 @@ class BatchedTable(faust.Table):
     def _new_store(self) -> Any:
         store = super()._new_store()
         upstream.check_instance(store)  # the store's private attributes read here
+        if isinstance(store, RocksDBStore):
+            # One memory budget for every database of the worker, before any is opened.
+            store.rocksdb_options = rocksdb_memory.bounded(store.rocksdb_options)
         return store
 
     def partition_of(self, key: bytes) -> int:

@@ -56,6 +56,7 @@ TAKES = "banking_app.runtime.streams (quiet takes, acknowledged once handled)"
 TABLES = "banking_app.runtime.tables (a take's table writes as one RocksDB batch)"
 PRODUCE = "banking_app.runtime.produce (a take's records as one batch per partition)"
 HEALTH = "banking_app.runtime.consumer (consumed_to: an agent's lag, for /health)"
+ROCKSDB_MEMORY = "banking_app.runtime.rocksdb_memory (one memory budget for RocksDB)"
 RESTORE = "banking_app.runtime.restore (tables restored in bulk before the worker joins)"
 
 
@@ -233,6 +234,15 @@ HOOKS = (
         "offset_key",
         RESTORE,
         called_from=(faust_rocksdb.Store, "set_persisted_offset"),
+    ),
+    # rocksdb memory: the options each store opens its databases with.
+    Hook(FAUST, faust_rocksdb.Store, "rocksdb_options", ROCKSDB_MEMORY, on_instances=True),
+    Hook(
+        FAUST,
+        faust_rocksdb.RocksDBOptions,
+        "as_options",
+        ROCKSDB_MEMORY,
+        called_from=(faust_rocksdb.RocksDBOptions, "open"),
     ),
     # produce: the aiokafka producer behind Faust's, and its batch interface.
     Hook(FAUST, faust_driver.Producer, "_ensure_producer", PRODUCE),
