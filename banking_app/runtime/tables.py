@@ -51,7 +51,7 @@ class BatchedTable(faust.Table):
     def _new_store(self) -> Any:
         store = super()._new_store()
         upstream.check_instance(store)  # the store's private attributes read here
-        if isinstance(store, RocksDBStore):
+        if isinstance(store, RocksDBStore) and settings.rocksdb_memory_mb:
             # One memory budget for every database of the worker, before any is opened.
             store.rocksdb_options = rocksdb_memory.bounded(store.rocksdb_options)
         return store
