@@ -84,6 +84,11 @@ class RefAccount:
     version: int = 1
     open: bool = True
     outgoing: int = 0  # transfers debited here, not yet settled or refunded
+    # Daily limits, and what left the account today (every stamp here is one day).
+    withdrawal_limit: int | None = None
+    transfer_limit: int | None = None
+    withdrawn_today: int = 0
+    transferred_today: int = 0
 
 
 @dataclass
@@ -173,6 +178,11 @@ class Reference:
             account.open = False
             account.version += 1
             return ("AccountClosed", "")
+        if isinstance(c, SetLimits):
+            account.withdrawal_limit = c.daily_withdrawal_limit
+            account.transfer_limit = c.daily_transfer_limit
+            account.version += 1
+            return ("LimitsSet", "")
         assert isinstance(c, Deposit | Withdraw | TransferMoney)
         if not 1 <= c.amount <= MAX_AMOUNT:
             return ("CommandRejected", "INVALID_AMOUNT")
@@ -185,6 +195,16 @@ class Reference:
             return ("MoneyDeposited", "")
         if account.balance - c.amount < -account.overdraft:
             return ("CommandRejected", "INSUFFICIENT_FUNDS")
+        if isinstance(c, Withdraw):
+            limit, spent = account.withdrawal_limit, account.withdrawn_today
+        else:
+            limit, spent = account.transfer_limit, account.transferred_today
+        if limit is not None and spent + c.amount > limit:
+            return ("CommandRejected", "LIMIT_EXCEEDED")
+        if isinstance(c, Withdraw):
+            account.withdrawn_today += c.amount
+        else:
+            account.transferred_today += c.amount
         account.balance -= c.amount
         account.version += 1
         if isinstance(c, Withdraw):
