@@ -13,8 +13,8 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response
 
-from banking_app.domain.commands import LIMIT_NAMES as LIMITS
 from banking_app.domain.commands import Command
+from banking_app.domain.limits import LIMIT_NAMES as LIMITS
 from banking_app.runtime import codec
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.topics import commands_topic

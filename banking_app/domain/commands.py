@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from banking_app.domain.errors import REFUND_REASONS, MalformedCommand, MalformedLeg
+from banking_app.domain.limits import LIMIT_NAMES
 
 MAX_AMOUNT = 10**15
 MAX_ID_LENGTH = 128
@@ -37,8 +38,6 @@ MAX_OWNER_LENGTH = 200
 MAX_REFUSED_JSON = 16_384
 MAX_REFUSAL_LENGTH = 500
 MAX_TYPE_LENGTH = 64
-#: The daily limits a ``CREATE_ACCOUNT`` or ``SET_LIMITS`` may carry.
-LIMIT_NAMES = ("daily_withdrawal_limit", "daily_transfer_limit")
 
 
 @dataclass(frozen=True, slots=True)

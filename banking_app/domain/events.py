@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any, ClassVar
 
 from banking_app.domain.errors import Reason
+from banking_app.domain.limits import LIMIT_NAMES
 
 SCHEMA_VERSION = 2
 # A fixed namespace so event ids are stable across processes, machines and releases.
@@ -74,7 +75,7 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class AccountCreated(Event):
     type: ClassVar[str] = "AccountCreated"
-    optional: ClassVar[tuple[str, ...]] = ("daily_withdrawal_limit", "daily_transfer_limit")
+    optional: ClassVar[tuple[str, ...]] = LIMIT_NAMES
     owner: str
     currency: str
     overdraft_limit: int
@@ -154,7 +155,7 @@ class LimitsSet(Event):
     """The account's daily limits are now these (``None``, left out: no limit)."""
 
     type: ClassVar[str] = "LimitsSet"
-    optional: ClassVar[tuple[str, ...]] = ("daily_withdrawal_limit", "daily_transfer_limit")
+    optional: ClassVar[tuple[str, ...]] = LIMIT_NAMES
     daily_withdrawal_limit: int | None = None
     daily_transfer_limit: int | None = None
 

@@ -44,6 +44,8 @@ LIMIT_FIELDS = {
     Spending.WITHDRAWAL: "daily_withdrawal_limit",
     Spending.TRANSFER: "daily_transfer_limit",
 }
+#: The limits' field names, as commands, events, accounts and views all spell them.
+LIMIT_NAMES = tuple(LIMIT_FIELDS.values())
 
 
 def day_of(occurred_at: str) -> str:

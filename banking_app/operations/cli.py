@@ -19,6 +19,7 @@ import click
 from faust.cli import AppCommand, argument, option
 
 from banking_app.app import app
+from banking_app.domain.limits import LIMIT_NAMES
 from banking_app.operations import (
     audit,
     local_dev,
@@ -147,6 +148,12 @@ EXPECTED = option(
 LIMIT_HELP = "Minor units per UTC day; left out: no limit."
 
 
+def _limits(withdrawal: int | None, transfer: int | None) -> dict[str, int]:
+    """The daily limits given on the command line, as the API names them."""
+    given = zip(LIMIT_NAMES, (withdrawal, transfer), strict=True)
+    return {name: value for name, value in given if value is not None}
+
+
 def _with(body: dict[str, Any], expected_version: int | None) -> dict[str, Any]:
     return body if expected_version is None else {**body, "expected_version": expected_version}
 
@@ -180,11 +187,8 @@ async def open_account(
         "owner": owner,
         "currency": currency,
         "overdraft_limit": overdraft_limit,
+        **_limits(daily_withdrawal_limit, daily_transfer_limit),
     }
-    if daily_withdrawal_limit is not None:
-        body["daily_withdrawal_limit"] = daily_withdrawal_limit
-    if daily_transfer_limit is not None:
-        body["daily_transfer_limit"] = daily_transfer_limit
     if account_id:
         body["account_id"] = account_id
     answer = await BankClient(url).command(
@@ -296,14 +300,7 @@ async def set_limits(
     daily_transfer_limit: int | None,
 ) -> int:
     """Set ACCOUNT_ID's daily limits (both: one left out is lifted)."""
-    body = {
-        name: value
-        for name, value in (
-            ("daily_withdrawal_limit", daily_withdrawal_limit),
-            ("daily_transfer_limit", daily_transfer_limit),
-        )
-        if value is not None
-    }
+    body = _limits(daily_withdrawal_limit, daily_transfer_limit)
     answer = await BankClient(url).command(
         f"/accounts/{account_id}/limits", _with(body, expected_version), idempotency_key
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from banking_app.domain import events as ev
+from banking_app.domain.limits import LIMIT_NAMES
 
 
 class SeqGap(Exception):
@@ -85,7 +86,7 @@ def apply_to_view(view: dict[str, Any] | None, event: ev.Event) -> dict[str, Any
 
 
 #: Fields of a view that a view written before they existed lacks, with their value.
-ADDED_FIELDS = {"daily_withdrawal_limit": None, "daily_transfer_limit": None}
+ADDED_FIELDS = dict.fromkeys(LIMIT_NAMES)
 
 
 def public_view(view: dict[str, Any]) -> dict[str, Any]:

@@ -46,15 +46,12 @@ class BoundedOptions(RocksDBOptions):
     budget_mb: int
 
     def as_options(self) -> rocksdict.Options:
+        """Faust's options, with the worker's write buffer manager and a table factory
+        that uses the shared cache (Faust's would make a cache of its own)."""
+        options = super().as_options()
         if not self.use_rocksdict:  # python-rocksdb: Faust's own, unbounded
-            return super().as_options()
+            return options
         block_cache, memtables = shared(self.budget_mb)
-        options = rocksdict.Options(raw_mode=True)
-        options.create_if_missing(True)
-        options.set_max_open_files(self.max_open_files)
-        options.set_write_buffer_size(self.write_buffer_size)
-        options.set_target_file_size_base(self.target_file_size_base)
-        options.set_max_write_buffer_number(self.max_write_buffer_number)
         options.set_write_buffer_manager(memtables)
         table = rocksdict.BlockBasedOptions()
         table.set_bloom_filter(self.bloom_filter_size, True)
