@@ -107,6 +107,23 @@ def test_dev_runs_broker_and_worker_and_operator_commands_work(tmp_path: Path) -
 
         missing = cli("show", "no-such-account", url=url)
         assert missing.returncode == 1 and "error 404" in missing.stdout
+
+        # Daily limits: set, shown, enforced; a second account opened with one.
+        limited = cli("set-limits", account, "--daily-withdrawal-limit", "100", url=url)
+        assert limited.returncode == 0, limited.stdout + limited.stderr
+        assert "LimitsSet" in limited.stdout
+        over = cli("withdraw", account, "101", url=url)
+        assert over.returncode == 3 and "rejected: LIMIT_EXCEEDED" in over.stdout
+        shown = cli("show", account, url=url)
+        assert re.search(r"withdraw\s+100 EUR a day", shown.stdout), shown.stdout
+        assert re.search(r"transfer\s+no limit", shown.stdout), shown.stdout
+        other = f"{account}-b"
+        opened = cli(
+            "open-account", "--owner", "Flo", "--currency", "EUR", "--account-id", other,
+            "--daily-transfer-limit", "7", url=url,
+        )  # fmt: skip
+        assert opened.returncode == 0, opened.stdout + opened.stderr
+        assert re.search(r"transfer\s+7 EUR a day", cli("show", other, url=url).stdout)
     finally:
         dev.send_signal(signal.SIGINT)
         out, _ = dev.communicate(timeout=60)
