@@ -13,7 +13,9 @@ docstring names the upstream code it replaces or reads):
   consumer thread's fetch wait and end offsets.
 - ``offsets``: end offsets for table recovery, probing records with aiokafka.
 - ``produce``: Faust's ``Producer.send`` path, appending to aiokafka's batches
-  (``aiokafka/producer/message_accumulator.py``, ``create_batch``/``send_batch``).
+  (``aiokafka/producer/message_accumulator.py``, ``create_batch``/``send_batch``), and
+  working around the C batch builder's -1 first timestamp
+  (``aiokafka/record/_crecords/default_records.pyx``).
 - ``streams``: Faust's ``Stream.take_events`` (``faust/streams.py``), as quiet takes.
 - ``tables``: Faust's per-write table path (``faust/tables/base.py``,
   ``faust/stores/rocksdb.py``: ``_dbs``, ``_db_for_partition``, ``offset_key``).
@@ -21,11 +23,15 @@ docstring names the upstream code it replaces or reads):
 - ``declare``: what ``Topic.declare`` with the driver's ``_topic_config`` would create.
 - ``restore``: Faust's table recovery (``faust/tables/recovery.py``,
   ``Recovery._slurp_changelogs``) for most of the records, writing as
-  ``Store.apply_changelog_batch`` does, with ``offset_key`` and ``persisted_offset``.
+  ``Store.apply_changelog_batch`` does, with ``offset_key`` and ``persisted_offset``;
+  it asks aiokafka's client for metadata (``AIOKafkaClient.force_metadata_update``).
+- ``rocksdb_memory``: ``RocksDBOptions.as_options`` (``faust/stores/rocksdb.py``), and
+  ``Store.rocksdb_options``, when ``BANKING_ROCKSDB_MEMORY_MB`` is set.
 - ``consumer.consumed_to`` (for ``/health``): ``Consumer._committed_offset``.
 - ``faust_app``: ``App.on_init_dependencies`` (the Monitor sensor) and the transport.
 
 ``upstream`` lists the private names ``consumer``, ``transport``, ``faust_app``,
-``streams``, ``tables``, ``restore`` and ``produce`` rely on, and stops the worker with the missing
-name and the pinned version when an upgrade renamed one.
+``streams``, ``tables``, ``restore``, ``rocksdb_memory`` and ``produce`` rely on, and
+stops the worker with the missing name and the pinned version when an upgrade renamed
+one.
 """
