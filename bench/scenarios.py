@@ -182,10 +182,13 @@ class QueryLoad:
 
     def __enter__(self) -> QueryLoad:
         self.process = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         try:
-            time.sleep(0.5)
+            # Wait for its "ready": a SIGTERM before it handles one would lose the run.
+            assert self.process.stderr is not None
+            if self.process.stderr.readline().strip() != "ready":
+                raise RuntimeError(f"the query load did not start: {self.process.communicate()}")
         except BaseException:  # stopped before the block began: __exit__ will not run
             self.process.kill()
             self.process.wait()

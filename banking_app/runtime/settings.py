@@ -99,6 +99,7 @@ class Settings:
     api_token: str
     fetch_max_wait_ms: int
     batch_size: int
+    batch_bytes: int
     producer_linger_ms: int
     batch_window: float
     batch_quiet: float
@@ -166,6 +167,11 @@ def load() -> Settings:
         # record (banking_app.runtime.streams): under load takes fill, and a lone command waits
         # only the quiet time at each agent (docs/BENCHMARKS.md).
         batch_size=_int("BANKING_BATCH_SIZE", 1000, minimum=1),
+        # ... and records whose values reach this many bytes together. A record of legs
+        # bundles up to 256 KiB of them (runtime.outbox.BUNDLE_BYTES): a thousand such
+        # records in one take held some 100,000 inputs, hundreds of MiB, and the event
+        # loop for tens of seconds. A take of a thousand commands is about 300 KB.
+        batch_bytes=_int("BANKING_BATCH_BYTES", 1024 * 1024, minimum=1),
         producer_linger_ms=_int("BANKING_PRODUCER_LINGER_MS", 5),
         batch_window=_float("BANKING_BATCH_WINDOW", 0.1, minimum=0),
         batch_quiet=_float("BANKING_BATCH_QUIET", 0.005, minimum=0),

@@ -17,6 +17,13 @@ seconds (a few milliseconds), at ``max_`` events, or ``within`` after its first 
 Under load events keep arriving, so takes fill; a lone command waits ``quiet``, not
 ``within``.
 
+A take is bounded in bytes as well (``max_bytes``, ``BANKING_BATCH_BYTES``): it ends at
+the record whose value brings it to the budget. A record of the commands topic may be a
+bundle of up to 256 KiB of legs (``banking_app.runtime.outbox.Bundles``), and counted as
+one record each, a burst of 200,000 account openings made takes of a thousand bundles:
+some 100,000 claims and answers in one take, 1.4 GiB of the worker's heap, and the event
+loop held for tens of seconds, long enough for a group session to expire.
+
 Acknowledgement differs from Faust's too: a take's events are acknowledged only when
 the agent asks for the next take, that is once it has handled this one. Faust's
 ``take_events`` acknowledges in a ``finally``, so a take whose handling raised was
@@ -57,11 +64,13 @@ class QuietTakeStream(faust.Stream):
 
     @_tracks_buffer_agen
     async def take_quiet(
-        self, max_: int, within: float, quiet: float
+        self, max_: int, within: float, quiet: float, max_bytes: int | None = None
     ) -> AsyncGenerator[Sequence[EventT], None]:
-        """Takes of at most ``max_`` events: each yielded once ``quiet`` seconds pass
-        without an event, or ``within`` seconds after its first event."""
+        """Takes of at most ``max_`` events, or of the first events whose values reach
+        ``max_bytes`` together: each yielded once ``quiet`` seconds pass without an
+        event, or ``within`` seconds after its first event."""
         events: list[EventT] = []
+        size = 0  # bytes of the values of ``events``
         full = asyncio.Event()
         arrived = asyncio.Event()
         consumed = asyncio.Event()
@@ -70,7 +79,7 @@ class QuietTakeStream(faust.Stream):
         stream_enable_acks = self.enable_acks
 
         async def add_to_buffer(value: Any) -> Any:
-            nonlocal consuming
+            nonlocal consuming, size
             try:
                 event = self.current_event
                 if event is None:
@@ -86,9 +95,10 @@ class QuietTakeStream(faust.Stream):
                     let_go([event])
                     return value
                 events.append(event)
+                size += len(event.message.value or b"")
                 if len(events) == 1:
                     arrived.set()
-                if len(events) >= max_:
+                if len(events) >= max_ or (max_bytes is not None and size >= max_bytes):
                     full.set()
                     consumed.clear()
                     await self.wait(consumed)  # type: ignore[arg-type]
@@ -130,6 +140,7 @@ class QuietTakeStream(faust.Stream):
                     if events:
                         watch.handled(events[-1].message.topic, monotonic())
                     events.clear()
+                    size = 0
                     arrived.clear()
                     notify(consuming)
                     full.clear()
@@ -192,4 +203,6 @@ def takes(stream: faust.StreamT[Any]) -> AsyncGenerator[Sequence[EventT], None]:
     """An agent's stream in takes, with the worker's batch settings."""
     if not isinstance(stream, QuietTakeStream):
         raise TypeError(f"the app's Stream setting is not QuietTakeStream: {type(stream)}")
-    return stream.take_quiet(settings.batch_size, settings.batch_window, settings.batch_quiet)
+    return stream.take_quiet(
+        settings.batch_size, settings.batch_window, settings.batch_quiet, settings.batch_bytes
+    )

@@ -77,6 +77,7 @@ def test_agents_take_quietly_with_the_configured_times(monkeypatch: pytest.Monke
         ("BANKING_STREAM_BUFFER", "lots", "BANKING_STREAM_BUFFER must be an integer, got 'lots'"),
         ("BANKING_PARTITIONS", "0", "BANKING_PARTITIONS must be at least 1"),
         ("BANKING_BATCH_SIZE", "0", "BANKING_BATCH_SIZE must be at least 1"),
+        ("BANKING_BATCH_BYTES", "0", "BANKING_BATCH_BYTES must be at least 1"),
         ("BANKING_BATCH_QUIET", "-0.1", "BANKING_BATCH_QUIET must be at least 0"),
         ("BANKING_BATCH_WINDOW", "nan", "BANKING_BATCH_WINDOW must be at least 0"),
         ("BANKING_BATCH_WINDOW", "soon", "BANKING_BATCH_WINDOW must be a number, got 'soon'"),

@@ -33,8 +33,12 @@ seen: list[list[bytes]] = []
 @quiet_app.agent(inputs)
 async def collect(stream: faust.StreamT[bytes]) -> Any:
     assert isinstance(stream, QuietTakeStream)
+    max_bytes = limits.get("max_bytes")
     async for take in stream.take_quiet(
-        int(limits["max"]), within=limits["within"], quiet=limits["quiet"]
+        int(limits["max"]),
+        within=limits["within"],
+        quiet=limits["quiet"],
+        max_bytes=None if max_bytes is None else int(max_bytes),
     ):
         seen.append([event.value for event in take])
         yield len(take)
@@ -51,8 +55,18 @@ def taken() -> list[bytes]:
     return [value for take in seen for value in take]
 
 
-async def run(max_: int, within: float, quiet: float, values: list[bytes], pause: float) -> None:
+async def run(
+    max_: int,
+    within: float,
+    quiet: float,
+    values: list[bytes],
+    pause: float,
+    max_bytes: int | None = None,
+) -> None:
+    limits.clear()
     limits.update(max=max_, within=within, quiet=quiet)
+    if max_bytes is not None:
+        limits["max_bytes"] = max_bytes
     seen.clear()
     async with collect.test_context() as agent:
         for value in values:
@@ -74,6 +88,19 @@ async def test_inputs_that_arrive_together_are_taken_together_up_to_the_limit() 
     await run(max_=10, within=3600.0, quiet=1.0, values=values, pause=0)
     assert [len(take) for take in seen] == [10, 10, 5]
     assert taken() == values  # in order, each once
+
+
+async def test_a_take_ends_when_its_values_reach_the_byte_budget() -> None:
+    """A record may bundle many inputs: a take is bounded by bytes too, not records only.
+
+    Counted alone, a thousand bundles of legs made one take of some 100,000 inputs."""
+    bundles = [bytes([65 + n]) * 400 for n in range(5)]
+    small = [str(n).encode() for n in range(6)]
+    await run(max_=1000, within=3600.0, quiet=1.0, values=bundles + small, pause=0, max_bytes=1000)
+    # 400 + 400 + 400 reach 1,000: the record that crosses the budget ends its take;
+    # the last two bundles and the small records (806 bytes) stay under it.
+    assert [len(take) for take in seen] == [3, 8]
+    assert taken() == bundles + small  # in order, each once
 
 
 async def test_a_take_that_keeps_filling_is_handled_at_the_end_of_its_window() -> None:
