@@ -182,11 +182,12 @@ def alert_id(rule: Rule, account_id: str, instance: str) -> str:
 
 OUTGOING = (ev.MoneyWithdrawn, ev.TransferDebited)
 INCOMING = (ev.MoneyDeposited, ev.TransferCredited)
+MOVEMENTS = (*OUTGOING, *INCOMING)
 
 
 def reads(event: ev.Event) -> bool:
     """Whether any rule reads ``event``: money movements and probing refusals."""
-    if isinstance(event, OUTGOING | INCOMING):
+    if isinstance(event, MOVEMENTS):
         return True
     return (
         isinstance(event, ev.CommandRejected)
@@ -425,7 +426,7 @@ class PassThrough(_RuleFn):
     def __call__(
         self, sub: State | None, event: ev.Event, t: int, watermark: int, th: Thresholds
     ) -> tuple[State | None, Alert | None]:
-        if not isinstance(event, OUTGOING | INCOMING):
+        if not isinstance(event, MOVEMENTS):
             return None, None
         incoming = isinstance(event, INCOMING)
         amount: int = event.amount  # type: ignore[attr-defined]
@@ -473,7 +474,7 @@ class LargeMovement(_RuleFn):
     def __call__(
         self, sub: State | None, event: ev.Event, t: int, watermark: int, th: Thresholds
     ) -> tuple[State | None, Alert | None]:
-        if not isinstance(event, OUTGOING | INCOMING):
+        if not isinstance(event, MOVEMENTS):
             return None, None
         amount: int = event.amount  # type: ignore[attr-defined]
         latest = watermark // DAY_MS
