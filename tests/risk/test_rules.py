@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from stories import T0, Story, at
 
 from banking_app.risk import rules
 from banking_app.risk.rules import Thresholds, Window, step
-from stories import T0, Story, at
 
 TH = Thresholds()
 
@@ -110,7 +110,12 @@ def test_large_movement_against_the_fixed_limit_and_the_30_day_average() -> None
     # Six now: 16,200 / 6 = 2,700; 27,001 is above ten times.
     [alert] = run(ann.withdraw(27_001, 4 * 24 * 60 + 1))
     assert (alert["rule"], alert["severity"]) == ("large_movement", "medium")
-    assert alert["facts"] == {"amount": 27_001, "limit": 1_000_000, "average": 2_700, "factor": 10.0}
+    assert alert["facts"] == {
+        "amount": 27_001,
+        "limit": 1_000_000,
+        "average": 2_700,
+        "factor": 10.0,
+    }
     assert alert["evidence"] == [ann.events[-1].event_id]
     latest = (T0 + 4 * rules.DAY_MS) // rules.DAY_MS
     assert alert["window"] == {
