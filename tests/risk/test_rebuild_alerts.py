@@ -7,10 +7,11 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+from stories import Story
+
 from banking_app.operations.rebuild import Refold
 from banking_app.risk.agent import alerts_table, risk_state_table
 from banking_app.runtime import codec
-from stories import Story
 
 
 class SentRecords:
@@ -53,7 +54,7 @@ async def test_a_rebuild_stores_the_same_alerts_and_publishes_only_missing_ones(
         story.withdraw(10, minute)
     story.events.append(story.events[2])  # a copy on the log: counted once
     first, producer = await rebuilt(story.events, [])
-    [(topic, key, alert)] = [sent for sent in producer.sent if sent[0] == "alerts"]
+    [(_, key, alert)] = [sent for sent in producer.sent if sent[0] == "alerts"]
     assert (key, alert["rule"], first.published) == (b"reb", "velocity", 1)
     changelogs = {name: value for name, _, value in producer.sent}
     assert changelogs[alerts_table.changelog_topic.get_topic_name()]["alerts"] == [alert]

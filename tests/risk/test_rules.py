@@ -244,3 +244,9 @@ def test_windows_must_be_whole_hops() -> None:
         Window(10, 3)
     with pytest.raises(ValueError):
         Window(5, 10)
+
+
+def test_the_api_description_names_every_rule() -> None:
+    from banking_app.web.openapi import ALERT_RULES
+
+    assert sorted(ALERT_RULES) == sorted(rule.value for rule in rules.Rule)
