@@ -239,10 +239,16 @@ def _windowed(
     grace: int,
     add: Callable[[Pane | None, int], Pane],
     check: Callable[[list[Pane]], tuple[list[str], dict[str, Any]] | None],
+    possible: Callable[[list[Pane]], bool],
 ) -> tuple[State, tuple[int, list[str], dict[str, Any]] | None]:
     """Count an event at ``t`` into its pane (``add``), and ``check`` every open window
     holding that pane, earliest first; the first that passes and overlaps no window
-    alerted before gives ``(its start, evidence, facts)``."""
+    alerted before gives ``(its start, evidence, facts)``.
+
+    ``possible`` is asked first about every pane those windows cover together: a
+    condition any passing window implies (a count over the threshold, money sent), so
+    when it fails no window is checked, which is what most events of most accounts meet.
+    """
     size, hop = window.size, window.hop
     sub = sub or {"panes": [], "alerted": []}
     panes = [p for p in sub["panes"] if p[0] + size + grace > watermark]
@@ -258,13 +264,16 @@ def _windowed(
     else:
         panes.append(add(None, start))
         panes.sort(key=lambda p: p[0])
+    covered = [p for p in panes if start - size < p[0] < start + size]
+    if not possible(covered):
+        return {"panes": panes, "alerted": alerted}, None
     found = None
     for first in range(start - size + hop, start + hop, hop):
         if first + size + grace <= watermark:
             continue  # closed
         if any(a < first + size and first < a + size for a in alerted):
             continue  # overlaps a window that has alerted
-        verdict = check([p for p in panes if first <= p[0] < first + size])
+        verdict = check([p for p in covered if first <= p[0] < first + size])
         if verdict is not None:
             alerted.append(first)
             found = (first, *verdict)
@@ -307,6 +316,10 @@ def _counting(cap: int) -> Callable[[ev.Event], Callable[[Pane | None, int], Pan
     return adder
 
 
+def _counts_over(limit: int) -> Callable[[list[Pane]], bool]:
+    return lambda panes: sum(p[1] for p in panes) > limit
+
+
 def _more_than(limit: int) -> Callable[[list[Pane]], tuple[list[str], dict[str, Any]] | None]:
     def check(panes: list[Pane]) -> tuple[list[str], dict[str, Any]] | None:
         count = sum(p[1] for p in panes)
@@ -346,6 +359,7 @@ class Velocity(_RuleFn):
             th.grace,
             _counting(th.velocity_count + 1)(event),
             _more_than(th.velocity_count),
+            _counts_over(th.velocity_count),
         )
         if found is None:
             return new, None
@@ -372,6 +386,7 @@ class Probing(_RuleFn):
             th.grace,
             _counting(th.probing_refusals + 1)(event),
             _more_than(th.probing_refusals),
+            _counts_over(th.probing_refusals),
         )
         if found is None:
             return new, None
@@ -408,7 +423,10 @@ class FanOut(_RuleFn):
             facts = {"accounts": len(first), "limit": th.fan_out_accounts}
             return list(first.values())[:cap], facts
 
-        new, found = _windowed(sub, t, watermark, th.fan_out, th.grace, add, check)
+        def possible(panes: list[Pane]) -> bool:
+            return len({account for pane in panes for account in pane[1]}) > th.fan_out_accounts
+
+        new, found = _windowed(sub, t, watermark, th.fan_out, th.grace, add, check, possible)
         if found is None:
             return new, None
         detail = (
@@ -455,7 +473,14 @@ class PassThrough(_RuleFn):
             evidence = [i for p in panes for i in p[5]] + [i for p in panes for i in p[6]]
             return evidence, {"received": got, "sent": sent, "percent": sent * 100 // got}
 
-        new, found = _windowed(sub, t, watermark, th.pass_through, th.grace, add, check)
+        def possible(panes: list[Pane]) -> bool:
+            # A passing window has received the minimum and sent a share of it.
+            got = sum(p[1] for p in panes)
+            sent = sum(p[2] for p in panes)
+            least = th.pass_through_min_amount
+            return got >= least and sent * 100 >= th.pass_through_percent * least
+
+        new, found = _windowed(sub, t, watermark, th.pass_through, th.grace, add, check, possible)
         if found is None:
             return new, None
         facts = found[2]
