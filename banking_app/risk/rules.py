@@ -218,9 +218,9 @@ def step(state: State | None, event: ev.Event, th: Thresholds) -> tuple[State | 
         new["recent"] = [*old["recent"], event.event_id][-RECENT:]
     alerts: list[Alert] = []
     for rule in RULES:
-        sub, alert = rule(new.get(rule.key), event, t, new["watermark"], th)  # type: ignore[attr-defined]
+        sub, alert = rule(new.get(rule.key), event, t, new["watermark"], th)
         if sub is not None:
-            new[rule.key] = sub  # type: ignore[attr-defined]
+            new[rule.key] = sub
         if alert is not None:
             alerts.append(alert)
     return new, alerts
