@@ -70,6 +70,12 @@ def parse(argv: list[str]) -> Config:
         "first); default: kafka where Java 17 is present, else tansu",
     )
     parser.add_argument(
+        "--alerts-compare",
+        action="store_true",
+        help="in each trial, also run the deposits with the alert agent on and off "
+        "(BANKING_ALERTS) and report the drop and the agent's cost per event",
+    )
+    parser.add_argument(
         "--output",
         default=None,
         help="markdown report to write (default docs/BENCHMARKS.md; '-' none)",
@@ -93,6 +99,7 @@ def parse(argv: list[str]) -> Config:
         ],
         growth_deposits=args.growth_deposits or (500 if quick else 20_000),
         trials=max(1, args.trials or (1 if quick else 3)),
+        alerts_compare=args.alerts_compare,
     )
     config.brokers, config.kafka_libs = brokers(args.broker)
     config.output = args.output or ("-" if quick else "docs/BENCHMARKS.md")

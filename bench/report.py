@@ -105,8 +105,27 @@ def _main_table(r: dict[str, Any]) -> list[str]:
         f"| baseline (a): raw aiokafka consume-produce | {_rate(raw)} | 1 |",
         f"| baseline (b): naive Faust agent | {_rate(naive)} | "
         f"{_ratio(trials, 'naive_per_s', 'raw_per_s'):.2f} x (a) |",
+        *_alert_rows(trials),
         f"| worker peak RSS | {max(t['peak_rss_mib'] or 0 for t in trials):.0f} MiB | |",
         f"| `replay --verify` after the load | {r['verify']} | |",
+    ]
+
+
+def _alert_rows(trials: list[dict[str, Any]]) -> list[str]:
+    """With ``--alerts-compare``: the deposits with the alert agent on and off, the drop
+    (the median of each trial's own), and the agent's cost per event."""
+    if "deposits_alerts_on_per_s" not in trials[0]:
+        return []
+    on = [t["deposits_alerts_on_per_s"] for t in trials]
+    off = [t["deposits_alerts_off_per_s"] for t in trials]
+    drop = 100 * (1 - _ratio(trials, "deposits_alerts_on_per_s", "deposits_alerts_off_per_s"))
+    costs = [t["alert_us_per_event"] for t in trials if t.get("alert_us_per_event")]
+    cost = f"{statistics.median(costs):.0f} µs" if costs else "no events"
+    return [
+        f"| deposits, alert agent on (no queries) | {_rate(on)} | {drop:.1f} % drop "
+        "(target: at most 15 %) |",
+        f"| deposits, alert agent off (no queries) | {_rate(off)} | |",
+        f"| alert agent per event (decode, rules, staging; not its produce) | {cost} | |",
     ]
 
 

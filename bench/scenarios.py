@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,9 @@ class Config:
     #: growth runs on the first.
     brokers: list[str] = field(default_factory=lambda: ["tansu"])
     kafka_libs: Path | None = None
+    #: Each trial also runs the deposits with the alert agent on and off (no query load),
+    #: and reads the agent's cost per event from the worker's metrics.
+    alerts_compare: bool = False
 
 
 #: What the workers of the benchmark run against.
@@ -335,6 +339,45 @@ async def growth(config: Config, size: int, root: Path, rng: random.Random) -> d
     }
 
 
+def alert_counters(worker: Worker) -> tuple[float, float]:
+    """The alert agent's seconds and events so far (``banking_alert_*`` in /metrics)."""
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = {"banking_alert_seconds_total": 0.0, "banking_alert_events_total": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in found:
+            found[name] = float(value)
+    return found["banking_alert_seconds_total"], found["banking_alert_events_total"]
+
+
+async def alerts_on_and_off(
+    config: Config, bank: Bank, rng: random.Random, index: int
+) -> dict[str, Any]:
+    """The deposits with the alert agent on and off (``BANKING_ALERTS``), without the
+    query load, one after the other on the same worker and data dir; odd trials start
+    with it on, even ones off, so a drift of the machine's speed reaches both. The cost
+    per event is what the agent's own counters say it spent on the "on" run's events.
+    The restart between costs no measured time: each rate starts at its first send."""
+    results: dict[str, Any] = {}
+    order = ["on", "off"] if index % 2 else ["off", "on"]
+    for mode in order:
+        bank.worker.stop()
+        bank.worker.env["BANKING_ALERTS"] = "1" if mode == "on" else "0"
+        bank.worker.start()
+        before = alert_counters(bank.worker)
+        rate = await deposits(bank, config.accounts, config.deposits, f"a{index}{mode}", rng)
+        results[f"deposits_alerts_{mode}_per_s"] = rate
+        if mode == "on":
+            after = alert_counters(bank.worker)
+            seconds, events = after[0] - before[0], after[1] - before[1]
+            results["alert_us_per_event"] = 1e6 * seconds / events if events else None
+    bank.worker.stop()
+    bank.worker.env.pop("BANKING_ALERTS", None)
+    bank.worker.start()
+    return results
+
+
 async def trial(
     config: Config, bank: Bank, root: Path, rng: random.Random, index: int
 ) -> dict[str, Any]:
@@ -348,9 +391,13 @@ async def trial(
             deposits_per_s = await deposits(bank, config.accounts, config.deposits, run, rng)
         transfers_per_s = await transfers(bank, config.accounts, config.transfers, run, rng)
         rss = bank.worker.peak_rss_mib()
+        compared = (
+            await alerts_on_and_off(config, bank, rng, index) if config.alerts_compare else {}
+        )
     finally:
         bank.worker.stop()
     return {
+        **compared,
         "deposits_per_s": deposits_per_s,
         "queries": load.summary(),
         "transfers_per_s": transfers_per_s,

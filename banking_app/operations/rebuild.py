@@ -10,6 +10,14 @@ partitions the projection agents would have written, so ``table_route`` finds th
 Events the workers had not yet projected are projected again when they start, which
 changes nothing (the projection checks each seq).
 
+The alerts are rebuilt the same way: the risk rules (``banking_app.risk.rules``) are
+folded over the events again, into the ``risk-state`` and ``account-alerts`` changelogs,
+and every alert the fold raises that the ``alerts`` topic does not hold yet (by
+``alert_id``) is published there. The rules read event time only and alert ids are
+deterministic, so an unchanged fold publishes nothing and stores the same alerts; a fold
+under changed thresholds publishes the alerts it newly raises (the ones it no longer
+raises stay on the topic, a log, but leave the alert table).
+
 The changelogs are appended to rather than deleted and re-created: deletion is not
 needed, and the embedded broker reports wrong end offsets for a re-created topic.
 """
@@ -31,11 +39,23 @@ from banking_app.query_service.projections import (
     command_outcomes_table,
     transactions_table,
 )
+from banking_app.risk import rules
+from banking_app.risk.agent import THRESHOLDS, alerts_table, risk_state_table, with_alerts
 from banking_app.runtime import codec
+from banking_app.runtime.topics import alerts_topic
 
-READ_MODEL_TABLES = (account_views_table, transactions_table, command_outcomes_table)
-# Spill-store prefixes: changelog keys not (yet) rewritten, and the fold's final values.
+READ_MODEL_TABLES = (
+    account_views_table,
+    transactions_table,
+    command_outcomes_table,
+    risk_state_table,
+    alerts_table,
+)
+# Spill-store prefixes: changelog keys not (yet) rewritten, and the fold's final values;
+# the risk rules' states and alert lists, the alerts raised in order, and the ids of the
+# alerts the alerts topic already holds.
 STALE, VIEW, OUTCOME = "stale/", "view/", "outcome/"
+RISK, RAISED, PUBLISHED = "risk/", "raised/", "published/"
 
 
 def discard(store: MutableMapping[str, bytes], key: str) -> None:
@@ -57,6 +77,8 @@ class Refold:
         self.producer, self.store = producer, store
         self.pending: list[asyncio.Future[Any]] = []
         self.events = 0
+        self.raised = 0
+        self.published = 0
 
     def _get(self, key: str) -> Any:
         stored = self.store.get(key)
@@ -110,6 +132,35 @@ class Refold:
             key = f"{OUTCOME}{outcome_key(event)}"
             outcome = read_model.apply_to_outcome(self._get(key), event)
             self.store[key] = codec.dumps(outcome)
+        if rules.reads(event):
+            self.detect(event, record.partition)
+
+    def detect(self, event: Any, partition: int) -> None:
+        """The risk rules on one event, as ``detect_alerts`` runs them."""
+        key = f"{RISK}{event.account_id}"
+        kept = self._get(key)
+        state = kept["state"] if kept else None
+        try:
+            new, alerts = rules.step(state, event, THRESHOLDS)
+        except ValueError:
+            return  # the agent skips it too (an occurred_at that is no time)
+        if new is state:
+            return
+        listing = with_alerts(kept["alerts"] if kept else None, event.account_id, alerts)
+        self.store[key] = codec.dumps({"partition": partition, "state": new, "alerts": listing})
+        for alert in alerts:
+            # Numbered in the order raised, which the spill store's sorted keys keep.
+            self.store[f"{RAISED}{self.raised:012d}"] = codec.dumps(
+                {"partition": partition, "alert": alert}
+            )
+            self.raised += 1
+
+    async def remember_published(self, record: ConsumerRecord) -> None:
+        try:
+            alert_id = codec.loads(record.value)["alert_id"]
+        except (ValueError, KeyError, TypeError):
+            return
+        self.store[f"{PUBLISHED}{alert_id}"] = b""
 
     async def write_final_values(self) -> None:
         for key, value in list(self.store.items()):
@@ -123,6 +174,25 @@ class Refold:
                 await self._write(
                     command_outcomes_table, key.removeprefix(OUTCOME), codec.loads(value), None
                 )
+            elif key.startswith(RISK):
+                kept, account = codec.loads(value), key.removeprefix(RISK)
+                await self._write(risk_state_table, account, kept["state"], kept["partition"])
+                if kept["alerts"] is not None and kept["alerts"]["alerts"]:
+                    await self._write(alerts_table, account, kept["alerts"], kept["partition"])
+        await self.flush()
+
+    async def publish_missing_alerts(self) -> None:
+        """Publish, in the order raised, every alert the topic does not hold yet."""
+        topic = alerts_topic.get_topic_name()
+        kept = sorted((key, value) for key, value in self.store.items() if key.startswith(RAISED))
+        for _, value in kept:
+            raised = codec.loads(value)
+            alert = raised["alert"]
+            if f"{PUBLISHED}{alert['alert_id']}" in self.store:
+                continue
+            self.store[f"{PUBLISHED}{alert['alert_id']}"] = b""
+            await self.send(topic, alert["account_id"], codec.dumps(alert), raised["partition"])
+            self.published += 1
         await self.flush()
 
     async def tombstone_stale(self) -> int:
@@ -143,12 +213,17 @@ async def rebuild(bootstrap: str) -> list[str]:
             for table in READ_MODEL_TABLES:
                 topic = table.changelog_topic.get_topic_name()
                 await read_topic(bootstrap, topic, refold.remember_existing, topic)
+            topic = alerts_topic.get_topic_name()
+            await read_topic(bootstrap, topic, refold.remember_published, topic)
             await read_topic(bootstrap, "events", refold, "events")
             await refold.write_final_values()
+            await refold.publish_missing_alerts()
             stale = await refold.tombstone_stale()
     finally:
         await producer.stop()
     return [
         f"folded {refold.events} events into the read-model changelogs",
         f"deleted {stale} read-model keys the events no longer produce",
+        f"the risk rules raised {refold.raised} alerts; {refold.published} of them were not "
+        "on the alerts topic and were published",
     ]

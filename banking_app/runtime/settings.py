@@ -113,6 +113,7 @@ class Settings:
     stall_seconds: float
     session_timeout: float
     rocksdb_memory_mb: int
+    alerts: AlertSettings
 
     def leg_key_bytes(self) -> bytes:
         """``BANKING_LEG_KEY``, or a clear stop: a worker cannot seal legs without it."""
@@ -134,6 +135,75 @@ class Settings:
         """``kafka://a:9092;kafka://b:9092`` as a plain client wants it: ``a:9092,b:9092``."""
         hosts = [part.strip() for part in self.broker.replace(",", ";").split(";")]
         return ",".join(host.removeprefix("kafka://") for host in hosts if host)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """The risk rules' settings (``banking_app.risk.rules.Thresholds`` reads them).
+
+    ``enabled`` (``BANKING_ALERTS``, on by default): whether the worker runs the alert
+    agent at all; off, no alert is raised and the GET views answer what is stored.
+    """
+
+    enabled: bool
+    velocity_count: int
+    velocity_minutes: int
+    velocity_hop_minutes: int
+    large_factor: float
+    large_limit: int
+    large_min_history: int
+    pass_through_percent: int
+    pass_through_min_amount: int
+    pass_through_minutes: int
+    pass_through_hop_minutes: int
+    fan_out_accounts: int
+    fan_out_minutes: int
+    fan_out_hop_minutes: int
+    probing_refusals: int
+    probing_minutes: int
+    probing_hop_minutes: int
+    grace_minutes: int
+
+
+def _window(name: str, minutes: int, hop: int) -> tuple[int, int]:
+    """``BANKING_ALERT_<name>_MINUTES`` and ``_HOP_MINUTES``: a window is whole hops."""
+    size = _int(f"BANKING_ALERT_{name}_MINUTES", minutes, minimum=1)
+    step = _int(f"BANKING_ALERT_{name}_HOP_MINUTES", hop, minimum=1)
+    if size % step:
+        raise SystemExit(
+            f"BANKING_ALERT_{name}_MINUTES ({size}) must be a multiple of "
+            f"BANKING_ALERT_{name}_HOP_MINUTES ({step})"
+        )
+    return size, step
+
+
+def load_alerts() -> AlertSettings:
+    """The defaults are a starting point for a risk team to tune, not a policy: amounts
+    in minor units (1,000,000 is 10,000.00), windows in minutes of event time."""
+    velocity = _window("VELOCITY", 10, 1)
+    pass_through = _window("PASS_THROUGH", 60, 5)
+    fan_out = _window("FAN_OUT", 60, 5)
+    probing = _window("PROBING", 10, 1)
+    return AlertSettings(
+        enabled=os.environ.get("BANKING_ALERTS", "1").strip().lower() not in {"0", "false", "no"},
+        velocity_count=_int("BANKING_ALERT_VELOCITY_COUNT", 5, minimum=1),
+        velocity_minutes=velocity[0],
+        velocity_hop_minutes=velocity[1],
+        large_factor=_float("BANKING_ALERT_LARGE_FACTOR", 10.0, minimum=1, maximum=1e6),
+        large_limit=_int("BANKING_ALERT_LARGE_LIMIT", 1_000_000, minimum=1),
+        large_min_history=_int("BANKING_ALERT_LARGE_MIN_HISTORY", 5, minimum=1),
+        pass_through_percent=_int("BANKING_ALERT_PASS_THROUGH_PERCENT", 80, minimum=1),
+        pass_through_min_amount=_int("BANKING_ALERT_PASS_THROUGH_MIN_AMOUNT", 100_000, minimum=1),
+        pass_through_minutes=pass_through[0],
+        pass_through_hop_minutes=pass_through[1],
+        fan_out_accounts=_int("BANKING_ALERT_FAN_OUT_ACCOUNTS", 10, minimum=1),
+        fan_out_minutes=fan_out[0],
+        fan_out_hop_minutes=fan_out[1],
+        probing_refusals=_int("BANKING_ALERT_PROBING_REFUSALS", 3, minimum=1),
+        probing_minutes=probing[0],
+        probing_hop_minutes=probing[1],
+        grace_minutes=_int("BANKING_ALERT_GRACE_MINUTES", 10, minimum=0),
+    )
 
 
 def load() -> Settings:
@@ -212,6 +282,8 @@ def load() -> Settings:
         # others; the heartbeat is a third of it, at most 1 s (docs/BENCHMARKS.md has
         # the failover figures). Kafka refuses less than 6 s by default.
         session_timeout=_float("BANKING_SESSION_TIMEOUT", 6.0, minimum=1),
+        # The risk rules' thresholds, BANKING_ALERT_* (README, "Alerts").
+        alerts=load_alerts(),
     )
 
 

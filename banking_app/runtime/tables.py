@@ -8,7 +8,7 @@ store's private ``_dbs``/``_db_for_partition``: see ``BatchedTable``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import faust
@@ -91,6 +91,24 @@ class BatchedTable(faust.Table):
             if value is not None:
                 return value  # type: ignore[no-any-return]
         return self.get(key)  # type: ignore[no-any-return]
+
+    def local_items(self, partitions: Iterable[int]) -> Iterator[tuple[bytes, bytes]]:
+        """Every key and value this worker stores in ``partitions`` (staged writes aside),
+        for a view that scans a table rather than looking a key up."""
+        store = self.data
+        if isinstance(store, RocksDBStore):
+            for partition in partitions:
+                db = store._dbs.get(partition)
+                if db is None:
+                    continue
+                for key, value in db.items():
+                    if key != store.offset_key:
+                        yield key, value
+            return
+        wanted = set(partitions)
+        for key, value in list(store.data.items()):  # type: ignore[attr-defined]
+            if self.partition_of(key) in wanted:
+                yield key, value
 
     def store_staged(self, offsets: dict[int, int]) -> None:
         """Move the staged writes into the local store, with each partition's changelog

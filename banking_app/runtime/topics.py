@@ -61,6 +61,9 @@ dead_letters_topic = raw_topic("commands-dlq", config={"retention.ms": "-1"})
 #: The events that make up command outcomes, re-keyed by command id, so that the
 #: command-outcomes table (and so ``GET /commands/{id}``) is partitioned by command id.
 outcome_events_topic = raw_topic("command-outcome-events")
+#: Alerts of the risk rules (``banking_app.risk``), plain JSON keyed by account, kept for
+#: the risk team's record; each carries a deterministic ``alert_id`` to dedupe by.
+alerts_topic = raw_topic("alerts", config={"retention.ms": "-1"})
 
 # Table names, here so that a service can find another's table in ``app.tables`` (and
 # route to its owner) without importing that service.
@@ -70,6 +73,8 @@ COMMAND_CLAIMS_TABLE = "command-claims"
 ACCOUNT_VIEWS_TABLE = "account-views"
 TRANSACTIONS_TABLE = "transactions"
 COMMAND_OUTCOMES_TABLE = "command-outcomes"
+RISK_STATE_TABLE = "risk-state"
+ALERTS_TABLE = "account-alerts"
 
 
 def hash_partition(key: bytes, partitions: int) -> int:

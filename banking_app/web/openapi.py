@@ -155,6 +155,10 @@ def query_operation(
     }
 
 
+#: The rules of ``banking_app.risk.rules.Rule`` (the web layer imports no service; a test
+#: holds the two equal).
+ALERT_RULES = ("large_movement", "velocity", "pass_through", "fan_out", "probing")
+
 EVENT = {
     "type": "object",
     "required": ["type", "event_id", "command_id", "account_id", "occurred_at", "schema_version"],
@@ -245,6 +249,54 @@ SPEC: dict[str, Any] = {
         "/commands/{command_id}": query_operation(
             "A command's outcome", "command_id", ref("Outcome")
         ),
+        "/accounts/{account_id}/alerts": query_operation(
+            "An account's alerts (its latest 100), in the order raised",
+            "account_id",
+            ref("AccountAlerts"),
+        ),
+        "/alerts": {
+            "get": {
+                "summary": "The bank's alerts raised at or after a time, oldest first",
+                "parameters": [
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "ISO 8601 (UTC when no zone is given); compared "
+                        "with each alert's raised_at. Left out: every alert.",
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "description": "At most this many alerts (default 100).",
+                    },
+                    {
+                        "name": "scope",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["bank", "local"]},
+                        "description": "local: only the partitions of the worker asked "
+                        "(what workers ask each other); bank (default): all of them.",
+                    },
+                ],
+                "responses": {
+                    "200": json_response("Found.", ref("AlertList")),
+                    "400": problem("A query parameter fails validation."),
+                    "401": problem("Reads need a bearer token (BANKING_API_TOKEN_READS=1)."),
+                    "503": problem(
+                        "The alerts are not assigned to a worker yet, or a worker holding "
+                        "some cannot be reached."
+                    ),
+                    "504": problem(
+                        "A worker holding some alerts did not answer in time "
+                        "(BANKING_FORWARD_TIMEOUT)."
+                    ),
+                },
+            }
+        },
         "/health": {
             "get": {
                 "summary": "Readiness",
@@ -377,6 +429,63 @@ SPEC: dict[str, Any] = {
                             },
                         },
                     },
+                },
+            },
+            "Alert": {
+                "type": "object",
+                "required": [
+                    "alert_id",
+                    "rule",
+                    "account_id",
+                    "severity",
+                    "window",
+                    "evidence",
+                    "raised_at",
+                ],
+                "properties": {
+                    "alert_id": {
+                        "type": "string",
+                        "description": "Deterministic: the same case always has this id.",
+                    },
+                    "rule": {"enum": list(ALERT_RULES)},
+                    "account_id": {"type": "string"},
+                    "severity": {"enum": ["medium", "high"]},
+                    "window": {
+                        "type": "object",
+                        "required": ["start", "end"],
+                        "properties": {
+                            "start": {"type": "string"},
+                            "end": {"type": "string"},
+                        },
+                    },
+                    "evidence": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "The event ids that make the case.",
+                    },
+                    "raised_at": {
+                        "type": "string",
+                        "description": "The occurred_at of the event that raised it.",
+                    },
+                    "facts": {"type": "object"},
+                    "detail": {"type": "string"},
+                },
+            },
+            "AccountAlerts": {
+                "type": "object",
+                "required": ["account_id", "alerts"],
+                "properties": {
+                    "account_id": {"type": "string"},
+                    "alerts": {"type": "array", "items": ref("Alert")},
+                },
+            },
+            "AlertList": {
+                "type": "object",
+                "required": ["since", "alerts", "truncated"],
+                "properties": {
+                    "since": {"type": ["string", "null"]},
+                    "alerts": {"type": "array", "items": ref("Alert")},
+                    "truncated": {"type": "boolean"},
                 },
             },
             "Health": {

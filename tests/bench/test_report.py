@@ -96,3 +96,19 @@ def test_each_broker_has_a_section_with_its_own_baselines() -> None:
     assert "0.10 x (a)" in row(kafka_part.split("## On Apache Kafka")[1], "deposits")
     assert "0.30 x (a)" in row(tansu_part, "deposits")
     assert "## Growth (on Apache Kafka" in tansu_part
+
+
+def test_alerts_on_and_off_give_the_drop_of_each_trial_and_the_cost_per_event(
+    tmp_path: Path,
+) -> None:
+    trials = [
+        {**trial(3000, 40000, 9), "deposits_alerts_on_per_s": 900.0},
+        {**trial(3000, 40000, 9), "deposits_alerts_on_per_s": 800.0},
+    ]
+    for one, off, cost in zip(trials, (1000.0, 1000.0), (40.0, 60.0), strict=True):
+        one.update(deposits_alerts_off_per_s=off, alert_us_per_event=cost)
+    text = report(trials, tmp_path)
+    assert "15.0 % drop" in row(text, "deposits, alert agent on")  # median of 10 % and 20 %
+    assert "1,000 /s" in row(text, "deposits, alert agent off")
+    assert "50 µs" in row(text, "alert agent per event")
+    assert "alert agent" not in report([trial(3000, 40000, 9)], tmp_path)

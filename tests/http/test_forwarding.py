@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
@@ -216,3 +217,55 @@ async def test_a_host_header_that_names_no_host_is_400_when_forwarded(
     reply = await raw_request(away.url, "GET", f"/accounts/{account}", b"", host=b"[")
     assert_problem(reply, 400)
     assert "Host" in reply.body["detail"]
+
+
+# --- GET /alerts: gathered from every worker ---------------------------------------------
+
+#: Above the large-movement rule's fixed limit (BANKING_ALERT_LARGE_LIMIT): one alert.
+LARGE = 1_000_001
+
+
+def alerted(reply: Any, *accounts: str) -> bool:
+    found = {alert["account_id"] for alert in reply.body["alerts"]} if reply.status == 200 else ()
+    return all(account in found for account in accounts)
+
+
+async def test_the_bank_s_alerts_are_gathered_from_every_worker(
+    cluster: Cluster, apis: tuple[Api, Api]
+) -> None:
+    """``away`` reaches the gateway normally: its answer holds both workers' alerts."""
+    gateway, away = apis
+    here = await away.open(cluster.held_by_gateway("large"), deposit=LARGE)
+    there = await away.open(cluster.held_by_away("large"), deposit=LARGE)
+    reply = await eventually(
+        lambda: away.get("/alerts"), lambda r: alerted(r, here, there), what="both alerts"
+    )
+    mine = [alert for alert in reply.body["alerts"] if alert["account_id"] in {here, there}]
+    assert {(a["rule"], a["severity"]) for a in mine} == {("large_movement", "high")}
+    # Each worker answers for its own partitions alone when asked to.
+    local = await gateway.get("/alerts", params={"scope": "local"})
+    assert alerted(local, here) and not alerted(local, there)
+    # An account's alerts, forwarded to its owner.
+    forwarded = await away.get(f"/accounts/{here}/alerts")
+    assert forwarded.status == 200 and [a["account_id"] for a in forwarded.body["alerts"]] == [here]
+    for query in ({"since": "not a time"}, {"limit": "0"}, {"scope": "everywhere"}):
+        assert_problem(await away.get("/alerts", params=query), 400)
+    assert_problem(await away.get("/accounts/-bad/alerts"), 400)
+
+
+@pytest.mark.usefixtures("silent")
+async def test_the_bank_s_alerts_with_a_worker_that_never_answers_are_504(
+    cluster: Cluster, apis: tuple[Api, Api]
+) -> None:
+    gateway, _ = apis
+    for path in ("/alerts", f"/accounts/{cluster.held_by_away('quiet')}/alerts"):
+        problem = assert_problem(await gateway.get(path), 504)
+        assert problem["type"] == "/problems/worker-timeout", problem
+
+
+async def test_the_bank_s_alerts_with_a_worker_out_of_reach_are_503(
+    cluster: Cluster, apis: tuple[Api, Api]
+) -> None:
+    gateway, _ = apis
+    problem = assert_problem(await gateway.get("/alerts"), 503)
+    assert problem["type"] == "/problems/worker-unreachable", problem

@@ -19,6 +19,7 @@ AGENTS = (
     ("event_processor.agent.process_commands", "commands"),
     ("query_service.projections.project_accounts", "events"),
     ("query_service.projections.project_outcomes", "command-outcome-events"),
+    ("risk.agent.detect_alerts", "events"),
 )
 
 

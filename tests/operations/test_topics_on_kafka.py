@@ -120,12 +120,12 @@ def test_the_script_created_the_bank_s_topics(set_up: str) -> None:
 async def test_every_topic_has_the_configured_partition_count(node: KafkaNode, set_up: str) -> None:
     counts = await partition_counts(node.bootstrap)
     ours = [*(topic.get_topic_name() for topic in app.bank_topics), *changelogs()]
-    assert len(ours) == 10, ours
+    assert len(ours) == 13, ours
     assert {name: counts.get(name) for name in ours} == dict.fromkeys(ours, PARTITIONS)
 
 
 async def test_the_changelogs_are_compacted(node: KafkaNode, set_up: str) -> None:
-    assert len(changelogs()) == 6, changelogs()  # the six tables of banking_app.runtime.topics
+    assert len(changelogs()) == 8, changelogs()  # the eight tables of banking_app.runtime.topics
     configs = await topic_configs(node.bootstrap, changelogs())
     assert {name: config["cleanup.policy"] for name, config in configs.items()} == dict.fromkeys(
         changelogs(), "compact"
@@ -135,12 +135,13 @@ async def test_the_changelogs_are_compacted(node: KafkaNode, set_up: str) -> Non
 async def test_events_are_kept_forever_and_commands_for_the_configured_time(
     node: KafkaNode, set_up: str
 ) -> None:
-    configs = await topic_configs(node.bootstrap, ["events", "commands", "commands-dlq"])
+    configs = await topic_configs(node.bootstrap, ["events", "commands", "commands-dlq", "alerts"])
     assert configs["events"]["retention.ms"] == "-1"
     assert configs["events"]["retention.bytes"] == "-1"
     assert configs["events"]["cleanup.policy"] == "delete"  # never compacted away
     assert configs["commands"]["retention.ms"] == str(settings.commands_retention_ms)
     assert configs["commands-dlq"]["retention.ms"] == "-1"
+    assert configs["alerts"]["retention.ms"] == "-1"  # the risk team's record
     # The script, the create-topics command and the worker's declarations agree.
     for spec in topic_specs(PARTITIONS, 1):
         if spec.name in configs:
