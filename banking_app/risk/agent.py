@@ -42,6 +42,7 @@ from faust.types import EventT
 from prometheus_client import Counter
 
 from banking_app.domain import Event, event_from_dict
+from banking_app.domain.events import EVENT_TYPES
 from banking_app.risk import rules
 from banking_app.runtime import codec, metrics
 from banking_app.runtime.faust_app import app
@@ -110,11 +111,16 @@ THRESHOLDS = thresholds(settings.alerts)
 
 
 def read_event(value: bytes | None) -> Event | None:
-    """The event a record of ``events`` holds; None (logged) for anything else."""
+    """The event a record of ``events`` holds, when it is of a type some rule reads;
+    None for the others (most of a bank's events: openings, limits, legs) and, logged,
+    for anything that is no event."""
     try:
         data = codec.loads(value) if value is not None else None
         if not isinstance(data, dict):
             raise TypeError(f"an event is a JSON object, not {type(data).__name__}")
+        kind = data.get("type")
+        if kind in EVENT_TYPES and kind not in rules.READ_TYPES:
+            return None  # an event no rule reads: not decoded into its class
         return event_from_dict(data)
     except (ValueError, KeyError, TypeError) as exc:
         log.error("alerts: skipping a record of events that is not an event (%s)", exc)

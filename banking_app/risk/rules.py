@@ -185,6 +185,11 @@ INCOMING = (ev.MoneyDeposited, ev.TransferCredited)
 MOVEMENTS = (*OUTGOING, *INCOMING)
 
 
+#: The ``type`` of every event some rule reads (``reads`` narrows refusals further): the
+#: agent decodes no other event into its class.
+READ_TYPES = frozenset(cls.type for cls in (*MOVEMENTS, ev.CommandRejected))
+
+
 def reads(event: ev.Event) -> bool:
     """Whether any rule reads ``event``: money movements and probing refusals."""
     if isinstance(event, MOVEMENTS):

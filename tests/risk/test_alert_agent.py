@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from stories import Story
+from stories import Story, at
 
 from banking_app.domain import events as ev
 from banking_app.risk import agent as risk
@@ -150,3 +150,24 @@ async def test_hostile_records_are_skipped_and_their_neighbours_handled(harness:
         await put(harness, event)
     [alert] = sent()
     assert alert["evidence"] == [event.event_id for event in first]
+
+
+def test_the_agent_decodes_only_the_events_its_rules_read(caplog: pytest.LogCaptureFixture) -> None:
+    """Most of a bank's events are no rule's (openings, limits): they are skipped before
+    they are made into their class, and junk is still logged, not taken for one."""
+    opened = ev.AccountCreated(
+        event_id="e-open",
+        command_id="c-open",
+        account_id="ann",
+        occurred_at=at(0),
+        seq=1,
+        owner="Ann",
+        currency="EUR",
+        overdraft_limit=0,
+    )
+    deposit = Story("ann").deposit(500, 1)
+    assert risk.read_event(codec.dumps(opened.to_dict())) is None
+    assert risk.read_event(codec.dumps(deposit.to_dict())) == deposit
+    caplog.clear()
+    assert risk.read_event(b'{"type": "NoSuchEvent", "account_id": "ann"}') is None
+    assert "not an event" in caplog.text
