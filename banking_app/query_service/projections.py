@@ -33,8 +33,8 @@ from banking_app.runtime.faust_app import app
 from banking_app.runtime.outbox import Bundles, KafkaOutbox
 from banking_app.runtime.retries import (
     drop_staged,
+    folded_or_skipped,
     stopping_or_rebalancing,
-    tried_twice,
     until_handled,
 )
 from banking_app.runtime.settings import settings
@@ -150,25 +150,11 @@ outbox = KafkaOutbox()
 def folded(fold: Callable[[faust.types.Message], T], message: faust.types.Message) -> T | None:
     """``fold(message)``, tried twice; a record that fails both times is skipped.
 
-    Folding is pure, so a record that fails twice fails every time: it is logged and
-    counted (``banking_processing_failures_total``) rather than holding up the read
-    model. An account view then stops at the event before it (a later event's seq does
-    not follow), which ``/metrics`` shows as a gap and ``rebuild-projections`` mends
-    once the fold is fixed.
+    An account view then stops at the event before it (a later event's seq does not
+    follow), which ``/metrics`` shows as a gap and ``rebuild-projections`` mends once
+    the fold is fixed.
     """
-    try:
-        return tried_twice(partial(fold, message), f"folding {message.offset}")
-    except Exception as exc:
-        log.error(
-            "skipping %s[%s]@%s: folding it failed twice: %r",
-            message.topic,
-            message.partition,
-            message.offset,
-            exc,
-            exc_info=exc,
-        )
-        metrics.processing_failures_total.labels("projections").inc()
-        return None
+    return folded_or_skipped(fold, message, "projections")
 
 
 async def retried(

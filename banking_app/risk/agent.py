@@ -49,8 +49,8 @@ from banking_app.runtime.faust_app import app
 from banking_app.runtime.outbox import KafkaOutbox, Outbox, Record
 from banking_app.runtime.retries import (
     drop_staged,
+    folded_or_skipped,
     stopping_or_rebalancing,
-    tried_twice,
     until_handled,
 )
 from banking_app.runtime.settings import AlertSettings, settings
@@ -192,30 +192,12 @@ class RiskFold:
 outbox: Outbox = KafkaOutbox()
 
 
-def folded(fold: RiskFold, message: faust.types.Message) -> int:
-    """``fold.fold(message)``, tried twice; a record that fails both times is skipped
-    and counted, as the projections skip one, so it never holds up its neighbours."""
-    try:
-        return tried_twice(partial(fold.fold, message), f"alerts on {message.offset}")
-    except Exception as exc:
-        log.error(
-            "alerts: skipping %s[%s]@%s: it failed twice: %r",
-            message.topic,
-            message.partition,
-            message.offset,
-            exc,
-            exc_info=exc,
-        )
-        metrics.processing_failures_total.labels("alerts").inc()
-        return 0
-
-
 async def alert_take(records: Sequence[EventT], th: rules.Thresholds | None = None) -> int:
     fold = RiskFold(th or THRESHOLDS)
     busy = 0.0
     async for record in taking_turns(records):
         started = time.perf_counter()
-        folded(fold, record.message)
+        folded_or_skipped(fold.fold, record.message, "alerts")
         busy += time.perf_counter() - started
     # The alerts first: a crash before the states are written re-sends the same ones.
     await outbox.publish(fold.alert_records())

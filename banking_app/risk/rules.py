@@ -348,58 +348,75 @@ class _RuleFn:
         raise NotImplementedError
 
 
-class Velocity(_RuleFn):
+class _CountingRule(_RuleFn):
+    """More than a threshold of the events it ``counts`` in one window."""
+
+    rule: Rule
+
+    def counts(self, event: ev.Event) -> bool:
+        raise NotImplementedError
+
+    def settings(self, th: Thresholds) -> tuple[Window, int]:
+        """Its window and the count a window must pass."""
+        raise NotImplementedError
+
+    def describe(self, count: int, window: Window, limit: int) -> str:
+        raise NotImplementedError
+
+    def __call__(
+        self, sub: State | None, event: ev.Event, t: int, watermark: int, th: Thresholds
+    ) -> tuple[State | None, Alert | None]:
+        if not self.counts(event):
+            return None, None
+        window, limit = self.settings(th)
+        new, found = _windowed(
+            sub,
+            t,
+            watermark,
+            window,
+            th.grace,
+            _counting(limit + 1)(event),
+            _more_than(limit),
+            _counts_over(limit),
+        )
+        if found is None:
+            return new, None
+        detail = self.describe(found[2]["count"], window, limit)
+        return new, _window_alert(self.rule, event, window, found, "medium", detail)
+
+
+class Velocity(_CountingRule):
     key = "velocity"
+    rule = Rule.VELOCITY
 
-    def __call__(
-        self, sub: State | None, event: ev.Event, t: int, watermark: int, th: Thresholds
-    ) -> tuple[State | None, Alert | None]:
-        if not isinstance(event, OUTGOING):
-            return None, None
-        new, found = _windowed(
-            sub,
-            t,
-            watermark,
-            th.velocity,
-            th.grace,
-            _counting(th.velocity_count + 1)(event),
-            _more_than(th.velocity_count),
-            _counts_over(th.velocity_count),
+    def counts(self, event: ev.Event) -> bool:
+        return isinstance(event, OUTGOING)
+
+    def settings(self, th: Thresholds) -> tuple[Window, int]:
+        return th.velocity, th.velocity_count
+
+    def describe(self, count: int, window: Window, limit: int) -> str:
+        return (
+            f"{count} withdrawals or outgoing transfers within {window.minutes} minutes "
+            f"(more than {limit})"
         )
-        if found is None:
-            return new, None
-        detail = (
-            f"{found[2]['count']} withdrawals or outgoing transfers within "
-            f"{th.velocity.minutes} minutes (more than {th.velocity_count})"
-        )
-        return new, _window_alert(Rule.VELOCITY, event, th.velocity, found, "medium", detail)
 
 
-class Probing(_RuleFn):
+class Probing(_CountingRule):
     key = "probing"
+    rule = Rule.PROBING
 
-    def __call__(
-        self, sub: State | None, event: ev.Event, t: int, watermark: int, th: Thresholds
-    ) -> tuple[State | None, Alert | None]:
-        if not isinstance(event, ev.CommandRejected):
-            return None, None
-        new, found = _windowed(
-            sub,
-            t,
-            watermark,
-            th.probing,
-            th.grace,
-            _counting(th.probing_refusals + 1)(event),
-            _more_than(th.probing_refusals),
-            _counts_over(th.probing_refusals),
+    def counts(self, event: ev.Event) -> bool:
+        return isinstance(event, ev.CommandRejected)  # ``reads`` let only probing ones in
+
+    def settings(self, th: Thresholds) -> tuple[Window, int]:
+        return th.probing, th.probing_refusals
+
+    def describe(self, count: int, window: Window, limit: int) -> str:
+        return (
+            f"{count} withdrawals or transfers refused for funds or limits within "
+            f"{window.minutes} minutes (more than {limit})"
         )
-        if found is None:
-            return new, None
-        detail = (
-            f"{found[2]['count']} withdrawals or transfers refused for funds or limits "
-            f"within {th.probing.minutes} minutes (more than {th.probing_refusals})"
-        )
-        return new, _window_alert(Rule.PROBING, event, th.probing, found, "medium", detail)
 
 
 class FanOut(_RuleFn):

@@ -134,6 +134,30 @@ def tried_twice(
     return step()
 
 
+def folded_or_skipped(fold: Callable[[Any], T], message: Any, agent: str) -> T | None:
+    """``fold(message)``, tried twice; None for a record that fails both times.
+
+    For an agent that folds events into state of its own (the projections, the alert
+    rules): folding is pure, so a record that fails twice fails every time. It is logged
+    and counted (``banking_processing_failures_total`` under ``agent``) and skipped, so
+    it never holds up its neighbours.
+    """
+    try:
+        return tried_twice(lambda: fold(message), f"{agent}: folding {message.offset}")
+    except Exception as exc:
+        log.error(
+            "%s: skipping %s[%s]@%s: folding it failed twice: %r",
+            agent,
+            message.topic,
+            message.partition,
+            message.offset,
+            exc,
+            exc_info=exc,
+        )
+        metrics.processing_failures_total.labels(agent).inc()
+        return None
+
+
 def drop_staged(tables: Iterable[Any]) -> Callable[[], None]:
     """A ``discard`` for ``until_handled``: forget the tables' staged writes."""
 
