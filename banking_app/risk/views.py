@@ -16,7 +16,6 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 from faust.web import Request, Response
 from yarl import URL
 
@@ -25,7 +24,6 @@ from banking_app.risk import rules
 from banking_app.risk.agent import alerts_table
 from banking_app.runtime import codec
 from banking_app.runtime.faust_app import app
-from banking_app.runtime.settings import settings
 from banking_app.web import lookups, validation
 from banking_app.web.base import ApiView
 from banking_app.web.problems import Problem, bad_request
@@ -48,11 +46,6 @@ def since_query(request: Request) -> int | None:
         raise bad_request("since must be an ISO 8601 time, such as 2026-11-02T09:00:00Z") from None
 
 
-def _ident(url: Any) -> tuple[str, int]:
-    parsed = URL(str(url))
-    return str(parsed.host), int(parsed.port or 80)
-
-
 def _order(alert: dict[str, Any]) -> tuple[int, str]:
     return rules.millis(alert["raised_at"]), alert["alert_id"]
 
@@ -70,18 +63,13 @@ def local_alerts(since: int | None) -> list[dict[str, Any]]:
 
 
 async def _from_worker(url: Any, query: dict[str, str]) -> list[dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
-    timeout = aiohttp.ClientTimeout(total=settings.forward_timeout)
     target = url.with_path("/alerts").with_query({**query, "scope": "local"})
     try:
-        async with app.http_client.get(target, headers=headers, timeout=timeout) as response:
-            if response.status != 200:
-                raise Problem(503, f"worker {url} answered {response.status}")
-            body = await response.json(content_type=None)
+        body = await lookups.forwarded(target)
     except lookups.FORWARD_ERRORS as exc:
         raise lookups.forward_failed(exc, str(url)) from None
-    except ValueError:
-        raise Problem(503, f"worker {url} did not answer JSON") from None
+    if body is None:
+        raise Problem(503, f"worker {url.origin()} answered 404")
     return body["alerts"]  # type: ignore[no-any-return]
 
 
@@ -97,8 +85,8 @@ async def bank_alerts(since: int | None, query: dict[str, str]) -> list[dict[str
         raise Problem(
             503, "the alerts are not assigned to any worker yet", slug="read-model-unassigned"
         )
-    here = _ident(app.conf.canonical_url)
-    others = [URL(url) for url in owners if _ident(url) != here]
+    here = lookups.ident(app.conf.canonical_url)
+    others = [URL(url) for url in owners if lookups.ident(url) != here]
     gathered = await asyncio.gather(*(_from_worker(url, query) for url in others))
     found = local_alerts(since) if len(others) < len(owners) else []
     for alerts in gathered:

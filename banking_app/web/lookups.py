@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
+from yarl import URL
 
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.produce import known_to_producer
@@ -41,7 +42,9 @@ RETRIED = frozenset(
 T = TypeVar("T")
 
 
-def _ident(url: Any) -> tuple[str, int]:
+def ident(url: Any) -> tuple[str, int]:
+    """A worker's host and port, from its URL (a ``yarl.URL`` or a string)."""
+    url = URL(str(url))
     return (str(url.host), int(url.port or 80))
 
 
@@ -84,7 +87,7 @@ def owned_here(table: BatchedTable, key: str) -> bool:
         owner = app.router.key_store(table.name, key)
     except KeyError:
         return False
-    return _ident(owner) == _ident(app.conf.canonical_url)
+    return ident(owner) == ident(app.conf.canonical_url)
 
 
 async def lookup(table: BatchedTable, key: str, path: str) -> dict[str, Any] | None:
@@ -96,15 +99,18 @@ async def lookup(table: BatchedTable, key: str, path: str) -> dict[str, Any] | N
         raise Problem(
             503, "the read model is not assigned to any worker yet", slug="read-model-unassigned"
         ) from None
-    if _ident(owner) == _ident(app.conf.canonical_url):
+    if ident(owner) == ident(app.conf.canonical_url):
         return get_json(table, key)  # type: ignore[no-any-return]
     try:
-        return await _forwarded(owner.with_path(path))
+        return await forwarded(owner.with_path(path))
     except FORWARD_ERRORS as exc:
         raise forward_failed(exc, str(owner)) from None
 
 
-async def _forwarded(url: Any) -> dict[str, Any] | None:
+async def forwarded(url: Any) -> dict[str, Any] | None:
+    """GET ``url`` of another worker, with the API token and the forward timeout: its
+    JSON, None for a 404, a 503 problem for any other answer; raises FORWARD_ERRORS when
+    the worker is away."""
     headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
     timeout = aiohttp.ClientTimeout(total=settings.forward_timeout)
     async with app.http_client.get(url, headers=headers, timeout=timeout) as response:
