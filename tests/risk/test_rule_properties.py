@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from stories import Story
@@ -134,3 +135,43 @@ def test_the_state_is_bounded_by_the_windows(minutes: list[int]) -> None:
             assert len(state[key]["panes"]) <= bound
             assert len(state[key]["alerted"]) <= (2 * window.size + TH.grace) // window.hop + 1
     assert len(orjson.dumps(state)) < 20_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(
+        min_value=rules.millis("0001-01-01T00:00:00.000Z"),
+        max_value=rules.millis("9999-12-31T23:59:59.999Z"),
+    )
+)
+def test_millis_reads_back_every_time_the_bank_writes(ms: int) -> None:
+    assert rules.millis(rules.iso(ms)) == ms
+
+
+#: Texts of 19 characters where a time's first 19 would be: times in the forms
+#: ``fromisoformat`` reads (with a zone, a space, a week date), and anything at all.
+seconds = st.one_of(
+    st.builds(
+        lambda moment, form: moment.strftime(form)[:19],
+        st.datetimes(),
+        st.sampled_from(
+            ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M+01", "%G-W%V-%uT%H:%M:%S"]
+        ),
+    ),
+    st.text(alphabet="0123456789-T:+Z W.", min_size=19, max_size=19),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(seconds, st.text(alphabet="0123456789:Z", min_size=3, max_size=3))
+def test_millis_of_the_bank_s_form_is_what_a_whole_parse_gives(second: str, fraction: str) -> None:
+    # The once-per-second parse may not accept a text the whole parse refuses, nor read
+    # one another way.
+    text = f"{second}.{fraction}Z"
+    try:
+        expected = rules._parsed_millis(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            rules.millis(text)
+    else:
+        assert rules.millis(text) == expected

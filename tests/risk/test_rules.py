@@ -158,6 +158,24 @@ def test_pass_through_money_received_and_sent_on_within_the_hour() -> None:
     assert run(mule.send("elsewhere", 30_000, 25)) == []
 
 
+def test_pass_through_keeps_the_first_movements_of_each_hop_as_evidence() -> None:
+    mule, run = Story("mule"), Run()
+    received = [mule.receive(f"victim-{n}", 30_000, n / 10) for n in range(6)]
+    for event in received:
+        assert run(event) == []
+    sent = [mule.send("elsewhere", 40_000, 1 + n / 10) for n in range(4)]
+    raised = [alert for event in sent for alert in run(event)]
+    # Six in and four out within one 5-minute hop: the pane keeps the first three of
+    # each direction (its sums count them all), and those are the alert's evidence.
+    [pane] = run.state["pass_through"]["panes"]  # type: ignore[index]
+    assert pane[1:3] == [180_000, 160_000]
+    assert pane[5] == [event.event_id for event in received[: rules.PANE_IDS]]
+    assert pane[6] == [event.event_id for event in sent[: rules.PANE_IDS]]
+    [alert] = raised
+    assert alert["facts"] == {"received": 180_000, "sent": 160_000, "percent": 88}
+    assert alert["evidence"] == pane[5] + pane[6]
+
+
 def test_pass_through_needs_money_in_before_it_goes_out_and_enough_of_it() -> None:
     saver, run = Story("saver"), Run()
     run(saver.withdraw(500_000, 0))  # paid from savings, before anything came in
@@ -226,6 +244,20 @@ def test_a_time_that_is_no_time_is_refused() -> None:
     object.__setattr__(bad, "occurred_at", "yesterday")
     with pytest.raises(ValueError):
         step(None, bad, TH)
+
+
+def test_the_bank_s_timestamps_read_as_any_iso_8601_time_does() -> None:
+    # ``millis`` parses the bank's own form once per second; every other form, and any
+    # text that is no time, goes to ``datetime.fromisoformat`` as a whole.
+    assert rules.millis("2026-03-02T09:05:00.123Z") == rules.millis("2026-03-02T09:05:00.123")
+    assert rules.millis("2026-03-02T09:05:00.123Z") == rules.millis("2026-03-02T10:05:00.123+01:00")
+    for bad in (
+        "2026-03-02T09:05+01.123Z",
+        "2026-02-30T09:05:00.123Z",
+        "2026-03-02T09:05:00.\u0661\u0662\u0663Z",
+    ):
+        with pytest.raises(ValueError):
+            rules.millis(bad)
 
 
 def test_window_edges_clamp_at_the_end_of_time() -> None:
