@@ -79,7 +79,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from banking_app.domain import events as ev
@@ -251,13 +251,22 @@ def step(state: State | None, event: ev.Event, th: Thresholds) -> tuple[State | 
     else:
         new["recent"] = [*old["recent"], event.event_id][-RECENT:]
     alerts: list[Alert] = []
-    for rule in RULES:
-        sub, alert = rule(new.get(rule.key), event, t, new["watermark"], th)
+    watermark = new["watermark"]
+    for key, rule in _rules_reading(type(event)):
+        sub, alert = rule(new.get(key), event, t, watermark, th)
         if sub is not None:
-            new[rule.key] = sub
+            new[key] = sub
         if alert is not None:
             alerts.append(alert)
     return new, alerts
+
+
+@cache
+def _rules_reading(kind: type) -> tuple[tuple[str, Callable[..., Any]], ...]:
+    """The rules that read events of ``kind``, in ``RULES``' order, as their state key and
+    bound call: a deposit meets two rules of five, and calling a bound method skips the
+    instance call's lookup (the two were a third of ``step`` in a profile)."""
+    return tuple((rule.key, rule.__call__) for rule in RULES if issubclass(kind, rule.reads))
 
 
 # --- hopping windows over panes -------------------------------------------------------
@@ -370,6 +379,8 @@ class _RuleFn:
     A sub-state of ``None`` leaves the account's unchanged."""
 
     key: str
+    #: The event classes it reads; it leaves the state alone for any other.
+    reads: tuple[type[ev.Event], ...]
 
     def __call__(
         self, sub: State | None, event: ev.Event, t: int, watermark: int, th: Thresholds
@@ -378,12 +389,9 @@ class _RuleFn:
 
 
 class _CountingRule(_RuleFn):
-    """More than a threshold of the events it ``counts`` in one window."""
+    """More than a threshold of the events it ``reads`` in one window."""
 
     rule: Rule
-
-    def counts(self, event: ev.Event) -> bool:
-        raise NotImplementedError
 
     def settings(self, th: Thresholds) -> tuple[Window, int]:
         """Its window and the count a window must pass."""
@@ -395,7 +403,7 @@ class _CountingRule(_RuleFn):
     def __call__(
         self, sub: State | None, event: ev.Event, t: int, watermark: int, th: Thresholds
     ) -> tuple[State | None, Alert | None]:
-        if not self.counts(event):
+        if not isinstance(event, self.reads):
             return None, None
         window, limit = self.settings(th)
         new, found = _windowed(
@@ -417,9 +425,7 @@ class _CountingRule(_RuleFn):
 class Velocity(_CountingRule):
     key = "velocity"
     rule = Rule.VELOCITY
-
-    def counts(self, event: ev.Event) -> bool:
-        return isinstance(event, OUTGOING)
+    reads = OUTGOING
 
     def settings(self, th: Thresholds) -> tuple[Window, int]:
         return th.velocity, th.velocity_count
@@ -434,9 +440,7 @@ class Velocity(_CountingRule):
 class Probing(_CountingRule):
     key = "probing"
     rule = Rule.PROBING
-
-    def counts(self, event: ev.Event) -> bool:
-        return isinstance(event, ev.CommandRejected)  # ``reads`` let only probing ones in
+    reads = (ev.CommandRejected,)  # step's ``reads`` lets only probing refusals in
 
     def settings(self, th: Thresholds) -> tuple[Window, int]:
         return th.probing, th.probing_refusals
@@ -450,6 +454,7 @@ class Probing(_CountingRule):
 
 class FanOut(_RuleFn):
     key = "fan_out"
+    reads = (ev.TransferDebited,)
 
     def __call__(
         self, sub: State | None, event: ev.Event, t: int, watermark: int, th: Thresholds
@@ -491,6 +496,7 @@ class PassThrough(_RuleFn):
     """Panes of ``[start, received, sent, first in, last out, in ids, out ids]``."""
 
     key = "pass_through"
+    reads = MOVEMENTS
 
     def __call__(
         self, sub: State | None, event: ev.Event, t: int, watermark: int, th: Thresholds
@@ -546,6 +552,7 @@ class LargeMovement(_RuleFn):
     """Daily ``[day, sum, count]`` of the account's movements, for the last 30 days."""
 
     key = "large"
+    reads = MOVEMENTS
 
     def __call__(
         self, sub: State | None, event: ev.Event, t: int, watermark: int, th: Thresholds
