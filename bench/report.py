@@ -102,12 +102,25 @@ def _main_table(r: dict[str, Any]) -> list[str]:
         f"| cross-partition transfers | {_rate([t['transfers_per_s'] for t in trials])} | "
         f"{_ratio(trials, 'transfers_per_s', 'raw_per_s'):.2f} x (a) |",
         f"| queries during deposits | {_q(_queries(trials))}{_p99s(trials)} | |",
+        *_cpu_rows(trials),
         f"| baseline (a): raw aiokafka consume-produce | {_rate(raw)} | 1 |",
         f"| baseline (b): naive Faust agent | {_rate(naive)} | "
         f"{_ratio(trials, 'naive_per_s', 'raw_per_s'):.2f} x (a) |",
         *_alert_rows(trials),
         f"| worker peak RSS | {max(t['peak_rss_mib'] or 0 for t in trials):.0f} MiB | |",
         f"| `replay --verify` after the load | {r['verify']} | |",
+    ]
+
+
+def _cpu_rows(trials: list[dict[str, Any]]) -> list[str]:
+    """CPU per deposit while the deposits ran under the query load (median of trials)."""
+    if "deposit_cpu_us" not in trials[0]:
+        return []
+    bank = statistics.median(t["deposit_cpu_us"]["bank"] for t in trials)
+    broker = statistics.median(t["deposit_cpu_us"]["broker"] for t in trials)
+    return [
+        f"| CPU per deposit, the bank's processes (queries served included) | {bank:.0f} µs | |",
+        f"| CPU per deposit, the broker | {broker:.0f} µs | |",
     ]
 
 

@@ -26,6 +26,7 @@ from banking_app.operations.apache_kafka import KAFKA_VERSION, KafkaNode
 from banking_app.operations.embedded_broker import free_port
 from banking_app.operations.launcher import default_loop
 from banking_app.operations.local_cluster import Broker, Worker
+from bench.cpu import tree_seconds
 from bench.kafka import Watcher, count_reached, create_topics, produce, versions_reached
 
 VIEWS = "banking-app-account-views-changelog"
@@ -300,6 +301,15 @@ async def _timed(broker: AnyBroker, source: str, target: str, n: int) -> float:
     return await watcher.wait(TIMEOUT) - started
 
 
+def cpu_seconds(bank: Bank) -> tuple[float, float]:
+    """CPU seconds so far of the bank's worker and of the broker, children included."""
+    worker, broker = bank.worker.process, bank.broker.process
+    return (
+        tree_seconds([worker.pid]) if worker is not None else 0.0,
+        tree_seconds([broker.pid]) if broker is not None else 0.0,
+    )
+
+
 def health_seconds(worker: Worker) -> float:
     started = time.perf_counter()
     worker.wait_ready(RECOVERY_TIMEOUT)
@@ -388,7 +398,9 @@ async def trial(
         bank.worker.start()  # a restart on the same data dir
     try:
         with QueryLoad(bank.worker.url, config.query_rate, config.accounts) as load:
+            before = cpu_seconds(bank)
             deposits_per_s = await deposits(bank, config.accounts, config.deposits, run, rng)
+            after = cpu_seconds(bank)
         transfers_per_s = await transfers(bank, config.accounts, config.transfers, run, rng)
         rss = bank.worker.peak_rss_mib()
         compared = (
@@ -399,6 +411,11 @@ async def trial(
     return {
         **compared,
         "deposits_per_s": deposits_per_s,
+        # µs of CPU per deposit while the deposits ran, queries served included.
+        "deposit_cpu_us": {
+            part: 1e6 * (after[index] - before[index]) / config.deposits
+            for index, part in enumerate(("bank", "broker"))
+        },
         "queries": load.summary(),
         "transfers_per_s": transfers_per_s,
         "peak_rss_mib": rss,

@@ -44,6 +44,8 @@ def test_quick_benchmark_measures_the_bank_and_both_baselines(
         "baseline (a): raw aiokafka",
         "baseline (b): naive Faust agent",
         "queries during deposits",
+        "CPU per deposit, the bank's processes",
+        "CPU per deposit, the broker",
     ):
         row = next(line for line in text.splitlines() if measure in line)
         assert re.search(r"\d", row.split("|")[2]), row

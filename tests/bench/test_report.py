@@ -112,3 +112,15 @@ def test_alerts_on_and_off_give_the_drop_of_each_trial_and_the_cost_per_event(
     assert "1,000 /s" in row(text, "deposits, alert agent off")
     assert "50 µs" in row(text, "alert agent per event")
     assert "alert agent" not in report([trial(3000, 40000, 9)], tmp_path)
+
+
+def test_cpu_per_deposit_is_the_median_of_the_trials_for_the_bank_and_the_broker(
+    tmp_path: Path,
+) -> None:
+    trials = [trial(3000, 40000, 9) for _ in range(3)]
+    for one, bank, broker in zip(trials, (300.0, 200.0, 250.0), (90.0, 70.0, 80.0), strict=True):
+        one["deposit_cpu_us"] = {"bank": bank, "broker": broker}
+    text = report(trials, tmp_path)
+    assert "| 250 µs |" in row(text, "CPU per deposit, the bank's processes")
+    assert "| 80 µs |" in row(text, "CPU per deposit, the broker")
+    assert "CPU per deposit" not in report([trial(3000, 40000, 9)], tmp_path)
