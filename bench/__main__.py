@@ -76,6 +76,12 @@ def parse(argv: list[str]) -> Config:
         "(BANKING_ALERTS) and report the drop and the agent's cost per event",
     )
     parser.add_argument(
+        "--layouts",
+        action="store_true",
+        help="in place of the main phase, compare the layouts of issue 16 on the first "
+        "broker: one worker, two workers, and an event processor beside a query service",
+    )
+    parser.add_argument(
         "--output",
         default=None,
         help="markdown report to write (default docs/BENCHMARKS.md; '-' none)",
@@ -100,6 +106,7 @@ def parse(argv: list[str]) -> Config:
         growth_deposits=args.growth_deposits or (500 if quick else 20_000),
         trials=max(1, args.trials or (1 if quick else 3)),
         alerts_compare=args.alerts_compare,
+        layouts=args.layouts,
     )
     config.brokers, config.kafka_libs = brokers(args.broker)
     config.output = args.output or ("-" if quick else "docs/BENCHMARKS.md")

@@ -1,4 +1,5 @@
-"""Query load at a fixed rate: ``GET /accounts/{id}`` for random ids, open loop.
+"""Query load at a fixed rate: ``GET /accounts/{id}`` for random ids, open loop, sent
+to each of the comma-separated worker URLs in turn.
 
 Runs as its own process (so it does not share the measuring process's event loop) until
 SIGTERM, then prints its latencies as JSON on stdout.
@@ -16,7 +17,8 @@ import time
 import aiohttp
 
 
-async def main(url: str, rate: float, count: int, prefix: str) -> None:
+async def main(urls: str, rate: float, count: int, prefix: str) -> None:
+    workers = urls.split(",")
     latencies: list[float] = []
     errors = 0
     stop = asyncio.Event()
@@ -24,7 +26,7 @@ async def main(url: str, rate: float, count: int, prefix: str) -> None:
     connector = aiohttp.TCPConnector(limit=200)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def one(account: str) -> None:
+        async def one(url: str, account: str) -> None:
             nonlocal errors
             started = time.perf_counter()
             try:
@@ -49,7 +51,8 @@ async def main(url: str, rate: float, count: int, prefix: str) -> None:
                     break
                 except TimeoutError:
                     pass
-            task = asyncio.create_task(one(f"{prefix}{random.randrange(count):07d}"))
+            url = workers[sent % len(workers)]
+            task = asyncio.create_task(one(url, f"{prefix}{random.randrange(count):07d}"))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             sent += 1

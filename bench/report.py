@@ -142,8 +142,36 @@ def _alert_rows(trials: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _layout_table(config: Config, layouts: dict[str, Any]) -> list[str]:
+    """Issue 16's layouts: medians of their trials, deposits against the first layout's."""
+    lines = [
+        f"## Layouts (issue 16, on {BROKER_NAMES[config.brokers[0]]})",
+        "",
+        "| layout | deposits /s, queries running | against the first | transfers /s | "
+        "queries during deposits | CPU per deposit, bank | CPU per deposit, broker | "
+        "peak RSS, all workers | `replay --verify` |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    first = None
+    for name, r in layouts.items():
+        trials = r["trials"]
+        rate = statistics.median(t["deposits_per_s"] for t in trials)
+        first = first or rate
+        cpu = {
+            part: statistics.median(t["deposit_cpu_us"][part] for t in trials)
+            for part in ("bank", "broker")
+        }
+        lines.append(
+            f"| {name} | {_rate([t['deposits_per_s'] for t in trials])} | "
+            f"{rate / first:.2f} x | {_rate([t['transfers_per_s'] for t in trials])} | "
+            f"{_q(_queries(trials))} | {cpu['bank']:.0f} µs | {cpu['broker']:.0f} µs | "
+            f"{max(t['peak_rss_mib'] for t in trials):.0f} MiB | {r['verify']} |"
+        )
+    return lines
+
+
 def write_report(config: Config, r: dict[str, Any]) -> str:
-    first = next(iter(r["brokers"]))
+    first = next(iter(r["brokers"]), config.brokers[0])  # no main phase with --layouts
     lines = [
         "# Benchmarks",
         "",
@@ -164,6 +192,8 @@ def write_report(config: Config, r: dict[str, Any]) -> str:
     ]
     for kind, phase in r["brokers"].items():
         lines += ["", f"## On {BROKER_NAMES[kind]}", "", *_main_table(phase)]
+    if "layouts" in r:
+        lines += ["", *_layout_table(config, r["layouts"])]
     lines += [
         "",
         f"## Growth (on {BROKER_NAMES[first]})",

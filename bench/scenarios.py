@@ -62,6 +62,8 @@ class Config:
     #: Each trial also runs the deposits with the alert agent on and off (no query load),
     #: and reads the agent's cost per event from the worker's metrics.
     alerts_compare: bool = False
+    #: Compare issue 16's layouts (``bench.layouts``) in place of the main phase.
+    layouts: bool = False
 
 
 #: What the workers of the benchmark run against.
@@ -431,7 +433,11 @@ async def run_all(config: Config) -> dict[str, Any]:
     results: dict[str, Any] = {"brokers": {}}
     with tempfile.TemporaryDirectory(prefix="banking-bench-") as tmp:
         root = Path(tmp)
-        for kind in config.brokers:
+        if config.layouts:
+            from bench import layouts  # it builds on this module
+
+            results["layouts"] = await layouts.compare(config, config.brokers[0], root, rng)
+        for kind in config.brokers if not config.layouts else ():
             log(f"main phase on {BROKER_NAMES[kind]}")
             results["brokers"][kind] = await main_phase(config, kind, root / kind, rng)
         results["growth"] = [await growth(config, size, root, rng) for size in config.growth]

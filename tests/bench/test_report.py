@@ -124,3 +124,22 @@ def test_cpu_per_deposit_is_the_median_of_the_trials_for_the_bank_and_the_broker
     assert "| 250 µs |" in row(text, "CPU per deposit, the bank's processes")
     assert "| 80 µs |" in row(text, "CPU per deposit, the broker")
     assert "CPU per deposit" not in report([trial(3000, 40000, 9)], tmp_path)
+
+
+def test_layouts_report_medians_against_the_first_layout(tmp_path: Path) -> None:
+    def trials(rate: float, cpu: float) -> list[dict]:
+        return [
+            {**trial(rate * scale, 1, 9), "deposit_cpu_us": {"bank": cpu * scale, "broker": 50.0}}
+            for scale in (0.5, 1.0, 2.0)
+        ]
+
+    layouts = {
+        "one worker (all)": {"trials": trials(1000, 300), "verify": "exit 0 (0 problems)"},
+        "split (processor, query)": {"trials": trials(1300, 200), "verify": "exit 0 (0 problems)"},
+    }
+    results = {"brokers": {}, "growth": [], "layouts": layouts}
+    text = write_report(config(3, str(tmp_path / "BENCHMARKS.md")), results)
+    one, split = row(text, "one worker"), row(text, "split")
+    assert "1,000 /s (median of 3: 500 to 2,000)" in one and "| 1.00 x |" in one
+    assert "| 1.30 x |" in split and "| 200 µs | 50 µs |" in split
+    assert "exit 0 (0 problems)" in split
