@@ -274,10 +274,11 @@ def load() -> Settings:
         stall_seconds=_float("BANKING_STALL_SECONDS", 90.0, minimum=1),
         # What all of a worker's RocksDB databases may hold in memory together: block
         # cache, index and filter blocks, and memtables (banking_app.runtime.rocksdb_memory).
-        # 0, the default: Faust's own options, a cache and memtables per database, with no
-        # bound. 256 cost a third of the deposit rate at 200,000 accounts and did not
-        # lower the peak RSS, which is not RocksDB's (docs/BENCHMARKS.md).
-        rocksdb_memory_mb=_int("BANKING_ROCKSDB_MEMORY_MB", 0, minimum=0),
+        # 256 by default: at 200,000 accounts it lowered the peak RSS from about 650 to
+        # 520 MiB and a recovered worker's from 550 to 320, at no cost to the deposit rate
+        # (docs/BENCHMARKS.md). 0: Faust's own options, a cache and memtables per
+        # database, with no bound on their sum.
+        rocksdb_memory_mb=_int("BANKING_ROCKSDB_MEMORY_MB", 256, minimum=0),
         # Seconds before the group gives a silent (dead) worker's partitions to the
         # others; the heartbeat is a third of it, at most 1 s (docs/BENCHMARKS.md has
         # the failover figures). Kafka refuses less than 6 s by default.
