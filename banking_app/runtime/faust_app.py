@@ -131,6 +131,9 @@ app = BankApp(
     autodiscover=False,
     origin="banking_app",
     Stream="banking_app.runtime.streams:QuietTakeStream",
+    # Faust's assignor, told every role's tables: workers of different roles share one
+    # consumer group (banking_app.runtime.assignor; README, "Roles and layouts").
+    PartitionAssignor="banking_app.runtime.assignor:RoleAssignor",
     HttpClient=forwarding_client,
 )
 
