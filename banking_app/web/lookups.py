@@ -149,8 +149,35 @@ async def from_query_service(path: str) -> dict[str, Any] | None:
             return await forwarded(URL(url).with_path(path))
         except FORWARD_ERRORS as exc:
             failure = forward_failed(exc, url)
+        except Problem as problem:
+            if problem.status != 503:
+                raise
+            # A query worker starting or between owners: away for now, like one not
+            # reached (a wait tries again).
+            failure = Problem(503, problem.detail, slug="worker-starting")
     assert failure is not None
     raise failure
+
+
+async def previous_outcome(command_id: str) -> dict[str, Any] | None:
+    """The outcome a POST's key already has, looked up before the command is sent.
+
+    Where the read model is local (``all``, ``query``), a lookup that fails fails the
+    POST, as it always has: nothing is sent. A worker without it (``command``,
+    ``processor``) is there to take commands while the query service is away, so when
+    no query worker answers it sends the command anyway (None): the event processor
+    claims every command id bank-wide, so a key sent before is a duplicate, applied
+    once, and a key used for another command is refused as ``COMMAND_ID_REUSED``.
+    """
+    if COMMAND_OUTCOMES_TABLE in app.tables:
+        return await outcome(command_id)
+    try:
+        return await outcome(command_id)
+    except Problem as problem:
+        if problem.slug not in RETRIED:
+            raise
+        log.info("no query worker answered for %s; sending it unchecked", command_id)
+        return None
 
 
 async def lookup_by_name(table_name: str, key: str, path: str) -> dict[str, Any] | None:
