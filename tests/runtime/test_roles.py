@@ -7,6 +7,10 @@ part as Kafka would: no broker, but no mock of the code under test either.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -245,3 +249,80 @@ def test_a_group_of_all_workers_is_assigned_as_faust_assigns_it() -> None:
     assert {url: a.encode() for url, a in ours.items()} == {
         url: a.encode() for url, a in faust_s.items()
     }
+
+
+def test_the_all_role_registers_what_the_bank_always_registered() -> None:
+    """The default layout is the bank as it was: every agent, table and view."""
+    assert sorted(app.agents) == [
+        "banking_app.event_processor.agent.process_commands",
+        "banking_app.query_service.projections.project_accounts",
+        "banking_app.query_service.projections.project_outcomes",
+        "banking_app.risk.agent.detect_alerts",
+    ]
+    assert sorted(app.tables) == sorted(BANK_TABLES)
+    assert sorted(app.web.views) == [
+        "/accounts",
+        "/accounts/{account_id}",
+        "/accounts/{account_id}/alerts",
+        "/accounts/{account_id}/close",
+        "/accounts/{account_id}/deposits",
+        "/accounts/{account_id}/limits",
+        "/accounts/{account_id}/transactions",
+        "/accounts/{account_id}/withdrawals",
+        "/alerts",
+        "/commands/{command_id}",
+        "/health",
+        "/metrics",
+        "/openapi.json",
+        "/transfers",
+    ]
+    assert [m.__name__ for m in app.web_middlewares] == ["problem_errors"]
+    assert not app.producer_only
+    assert isinstance(app.assignor, RoleAssignor)
+
+
+PROBE = """
+import json
+from banking_app.app import app
+print(json.dumps({
+    "agents": sorted(name.rsplit(".", 1)[1] for name in app.agents),
+    "tables": sorted(app.tables),
+    "reads": "/accounts/{account_id}" in app.web.views,
+    "posts": "/transfers" in app.web.views,
+    "middlewares": [m.__name__ for m in app.web_middlewares],
+    "producer_only": app.producer_only,
+}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("role", "agents", "tables", "reads_here", "producer_only"),
+    [
+        ("processor", ["process_commands"], PROCESSOR_TABLES, False, False),
+        (
+            "query",
+            ["detect_alerts", "project_accounts", "project_outcomes"],
+            QUERY_TABLES,
+            True,
+            False,
+        ),
+        ("command", [], (), False, True),
+    ],
+)
+def test_each_role_registers_its_own_services_only(
+    role: str, agents: list[str], tables: tuple[str, ...], reads_here: bool, producer_only: bool
+) -> None:
+    """Imported in a process of its own: the role decides what the import registers."""
+    env = {**os.environ, "BANKING_ROLE": role}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["agents"] == agents
+    assert found["tables"] == sorted(tables)
+    assert found["reads"] is reads_here
+    assert found["posts"] is True  # every role takes commands
+    forwards = [] if reads_here else ["reads_to_query_service"]
+    assert found["middlewares"] == ["problem_errors", *forwards]
+    assert found["producer_only"] is producer_only
