@@ -135,6 +135,61 @@ def test_dev_runs_broker_and_worker_and_operator_commands_work(tmp_path: Path) -
     assert not listening(broker_port) and not listening(web_port)
 
 
+def free_port_pair() -> int:
+    """A free port whose next port up is free too: ``dev --roles`` counts ports up."""
+    while True:
+        port = free_port()
+        if not listening(port + 1):
+            return port
+
+
+def test_dev_runs_the_split_layout_behind_either_address(tmp_path: Path) -> None:
+    broker_port, web_port = free_port(), free_port_pair()
+    processor, query = (f"http://localhost:{port}" for port in (web_port, web_port + 1))
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    dev = subprocess.Popen(
+        [
+            *BANKING_APP,
+            "dev",
+            "--broker",
+            "tansu",
+            "--broker-port",
+            str(broker_port),
+            "--web-port",
+            str(web_port),
+            "--roles",
+            "processor,query",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_healthy(processor, dev)
+        wait_healthy(query, dev)
+        account = f"acct-{uuid.uuid4().hex[:8]}"
+        # Written through the processor, which finds the query worker in its group to
+        # wait for the outcome; read at once through both.
+        opened = cli(
+            "open-account", "--owner", "Gus", "--currency", "EUR", "--account-id", account,
+            url=processor,
+        )  # fmt: skip
+        assert opened.returncode == 0, opened.stdout + opened.stderr
+        deposited = cli("deposit", account, "700", url=query)
+        assert deposited.returncode == 0, deposited.stdout + deposited.stderr
+        for url in (processor, query):
+            shown = cli("show", account, url=url)
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            assert re.search(r"balance\s+700 EUR", shown.stdout), shown.stdout
+    finally:
+        dev.send_signal(signal.SIGINT)
+        out, _ = dev.communicate(timeout=90)
+    assert dev.returncode == 0, out
+    assert "worker (processor)" in out and "worker (query)" in out
+    assert not listening(web_port) and not listening(web_port + 1)
+
+
 def test_a_worker_that_never_gets_ready_is_stopped_not_left_running(tmp_path: Path) -> None:
     """A benchmark or test whose worker cannot start must not leave it running: stray
     workers took CPU from later benchmark runs."""
