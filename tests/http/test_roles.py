@@ -75,6 +75,21 @@ async def events_of(broker: Broker, command_id: str, count: int = 1) -> list[dic
         )
 
 
+async def send_opening(api: Api) -> tuple[str, str]:
+    """Open a new account through ``api`` without waiting: (its id, the command id)."""
+    account, k = new_id(), key()
+    body = {"account_id": account, "owner": "Ann", "currency": "EUR"}
+    reply = await api.post("/accounts", body, idempotency_key=k, wait=False)
+    assert (reply.status, reply.body["status"]) == (202, "pending"), reply
+    return account, k
+
+
+async def has_nowhere_to_read(api: Api, account: str) -> None:
+    """A worker without the read model, and no query worker to send reads to: 503."""
+    problem = assert_problem(await api.get(f"/accounts/{account}"), 503)
+    assert problem["type"] == "/problems/read-model-unassigned", problem
+
+
 # --- each role alone ----------------------------------------------------------------------
 
 
@@ -91,17 +106,13 @@ async def test_the_command_service_alone_sends_commands_and_has_no_reads(
     try:
         assert health(command) == (200, {"status": "ready", "role": "command"})
         api = Api(session, command.url)
-        account, k = new_id(), key()
-        body = {"account_id": account, "owner": "Ann", "currency": "EUR"}
-        reply = await api.post("/accounts", body, idempotency_key=k, wait=False)
-        assert (reply.status, reply.body["status"]) == (202, "pending"), reply
+        account, k = await send_opening(api)
         async with Client(broker) as client:
             sent = await client.read("commands", lambda found: len(found) >= 1)
         assert [(c["type"], c["command_id"], c["account_id"]) for c in sent] == [
             ("CREATE_ACCOUNT", k, account)
         ]
-        problem = assert_problem(await api.get(f"/accounts/{account}"), 503)
-        assert problem["type"] == "/problems/read-model-unassigned", problem
+        await has_nowhere_to_read(api, account)
     finally:
         command.stop()
 
@@ -115,15 +126,11 @@ async def test_the_event_processor_alone_decides_commands(
         takes(processor, "commands", ALL)
         assert consumer_partitions(processor, "events") == set()
         api = Api(session, processor.url)
-        account, k = new_id(), key()
-        body = {"account_id": account, "owner": "Ann", "currency": "EUR"}
-        reply = await api.post("/accounts", body, idempotency_key=k, wait=False)
-        assert reply.status == 202, reply
+        account, k = await send_opening(api)
         [event] = await events_of(broker, k)
         assert (event["type"], event["account_id"], event["seq"]) == ("AccountCreated", account, 1)
         # No query worker in its group: reads have nowhere to go.
-        problem = assert_problem(await api.get(f"/accounts/{account}"), 503)
-        assert problem["type"] == "/problems/read-model-unassigned", problem
+        await has_nowhere_to_read(api, account)
     finally:
         processor.stop()
 
@@ -144,10 +151,7 @@ async def test_the_query_service_alone_answers_and_says_processing_is_delayed(
         takes(query, "events", ALL)
         assert consumer_partitions(query, "commands") == set()
         api = Api(session, query.url)
-        account, k = new_id(), key()
-        body = {"account_id": account, "owner": "Ann", "currency": "EUR"}
-        reply = await api.post("/accounts", body, idempotency_key=k, wait=False)
-        assert reply.status == 202, reply
+        account, k = await send_opening(api)
         assert_problem(await api.get(f"/accounts/{account}"), 404)
         assert_problem(await api.get(f"/commands/{k}"), 404)
     finally:

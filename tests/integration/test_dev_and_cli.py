@@ -47,12 +47,13 @@ def cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_dev_runs_broker_and_worker_and_operator_commands_work(tmp_path: Path) -> None:
-    broker_port, web_port = free_port(), free_port()
-    url = f"http://localhost:{web_port}"
+def start_dev(
+    tmp_path: Path, broker_port: int, web_port: int, *options: str
+) -> subprocess.Popen[str]:
+    """``banking-app dev`` on Tansu, its temporary files under ``tmp_path``."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     env.pop("KAFKA_HOME", None)
-    dev = subprocess.Popen(
+    return subprocess.Popen(
         [
             *BANKING_APP,
             "dev",
@@ -62,12 +63,19 @@ def test_dev_runs_broker_and_worker_and_operator_commands_work(tmp_path: Path) -
             str(broker_port),
             "--web-port",
             str(web_port),
+            *options,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         env=env,
     )
+
+
+def test_dev_runs_broker_and_worker_and_operator_commands_work(tmp_path: Path) -> None:
+    broker_port, web_port = free_port(), free_port()
+    url = f"http://localhost:{web_port}"
+    dev = start_dev(tmp_path, broker_port, web_port)
     try:
         wait_healthy(url, dev)
         account = f"acct-{uuid.uuid4().hex[:8]}"
@@ -146,25 +154,7 @@ def free_port_pair() -> int:
 def test_dev_runs_the_split_layout_behind_either_address(tmp_path: Path) -> None:
     broker_port, web_port = free_port(), free_port_pair()
     processor, query = (f"http://localhost:{port}" for port in (web_port, web_port + 1))
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    dev = subprocess.Popen(
-        [
-            *BANKING_APP,
-            "dev",
-            "--broker",
-            "tansu",
-            "--broker-port",
-            str(broker_port),
-            "--web-port",
-            str(web_port),
-            "--roles",
-            "processor,query",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
+    dev = start_dev(tmp_path, broker_port, web_port, "--roles", "processor,query")
     try:
         wait_healthy(processor, dev)
         wait_healthy(query, dev)
