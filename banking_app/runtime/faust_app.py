@@ -85,6 +85,7 @@ class BankApp(faust.App):
 
     async def on_first_start(self) -> None:
         settings.leg_key_bytes()  # refuse to start without the key that seals saga legs
+        self.log.info('role: %s (README, "Roles and layouts")', settings.role)
         await wait_for_broker(settings.bootstrap_servers)
         await self.declare_topics()
         await super().on_first_start()
