@@ -326,3 +326,59 @@ def test_each_role_registers_its_own_services_only(
     forwards = [] if reads_here else ["reads_to_query_service"]
     assert found["middlewares"] == ["problem_errors", *forwards]
     assert found["producer_only"] is producer_only
+
+
+# --- what a worker tells of the other roles from its group -------------------------------
+
+
+def group_holds(monkeypatch: pytest.MonkeyPatch, distribution: dict[str, dict]) -> None:
+    monkeypatch.setattr(app.assignor, "changelog_distribution", distribution)
+
+
+ACCOUNTS = changelog_topic(APP_ID, "accounts")
+VIEWS = changelog_topic(APP_ID, "account-views")
+
+
+def test_commands_partitions_without_a_processor_are_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from banking_app.runtime import roles
+    from banking_app.web import health
+
+    group_holds(monkeypatch, {"http://q:1": {VIEWS: list(range(PARTITIONS))}})
+    assert roles.unprocessed_partitions() == list(range(PARTITIONS))
+    delayed = health.processing_delayed()
+    assert delayed is not None
+    assert (delayed["processing"], delayed["undecided_partitions"]) == ("delayed", list(range(8)))
+    group_holds(
+        monkeypatch,
+        {"http://p1:1": {ACCOUNTS: [0, 1, 2, 3]}, "http://q:1": {VIEWS: list(range(8))}},
+    )
+    assert health.processing_delayed()["undecided_partitions"] == [4, 5, 6, 7]  # type: ignore[index]
+    group_holds(
+        monkeypatch,
+        {"http://p1:1": {ACCOUNTS: [0, 1, 2, 3]}, "http://p2:2": {ACCOUNTS: [4, 5, 6, 7]}},
+    )
+    assert health.processing_delayed() is None
+
+
+def test_reads_go_to_the_configured_query_workers_else_to_the_group_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataclasses
+
+    from banking_app.runtime import roles
+
+    me = str(app.conf.canonical_url).rstrip("/")
+    group_holds(
+        monkeypatch,
+        {
+            me: {VIEWS: [0, 1]},
+            "http://q2:2": {VIEWS: [2, 3, 4, 5, 6, 7]},
+            "http://p:3": {ACCOUNTS: list(range(8))},
+        },
+    )
+    assert roles.query_urls() == ["http://q2:2"]
+    configured = dataclasses.replace(roles.settings, query_urls=("http://front-q:9",))
+    monkeypatch.setattr(roles, "settings", configured)
+    assert roles.query_urls() == ["http://front-q:9"]
