@@ -60,8 +60,10 @@ async def submit(view: ApiView, request: Request, command: Command, **extra: Any
     # bank-wide, filed apart from the first use), so when two uses race, the second one
     # waits below for the key's outcome, finds the first use's, and is answered 422 when
     # it names another account. When the worker holding the outcome is away this is a
-    # 504 or 503 and nothing is sent; the wait below instead runs out as 202 pending.
-    previous = await lookups.outcome(command.command_id)
+    # 504 or 503 and nothing is sent (on a worker without the read model, the command
+    # is sent: ``lookups.previous_outcome``); the wait below instead runs out as 202
+    # pending.
+    previous = await lookups.previous_outcome(command.command_id)
     if previous is not None and previous["status"] != "pending":
         return answer(view, command, previous, body, headers)
     await send(command)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ from banking_app.operations import (
     audit,
     local_dev,
     operator_commands,
-    rebuild,
     topic_admin,
 )
 from banking_app.operations.http_client import BankClient
@@ -98,6 +98,15 @@ class StandaloneCommand(AppCommand):
         show_default=True,
         help="Worker log level: crit|error|warn|info|debug.",
     ),
+    option(
+        "--roles",
+        default=None,
+        help=(
+            "The workers to run, by role, comma-separated: all, command, processor, query "
+            "(e.g. processor,query). Web ports count up from --web-port. [default: all]"
+        ),
+    ),
+    option("--workers", type=int, default=None, help="Run N workers of role all."),
     base=StandaloneCommand,
 )
 async def dev(
@@ -107,15 +116,24 @@ async def dev(
     data_dir: str,
     broker_kind: str,
     worker_loglevel: str,
+    roles: str | None,
+    workers: int | None,
 ) -> int:
-    """Run a broker and one worker until Ctrl-C; with Apache Kafka, the data is kept.
+    """Run a broker and the bank's workers until Ctrl-C; with Apache Kafka, the data is kept.
 
     A newcomer's accounts should survive a restart of ``dev`` as they would in
     production, so Apache Kafka runs when Java allows it. Tansu, the fallback, keeps its
     topics in memory only, and a worker data directory that outlived it would hold
     changelog offsets the next broker never had (Faust's ConsistencyError).
     """
-    return await local_dev.run(broker_port, web_port, Path(data_dir), broker_kind, worker_loglevel)
+    try:
+        chosen = local_dev.layout(roles, workers)
+    except local_dev.LayoutError as exc:
+        print(f"dev: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return await local_dev.run(
+        broker_port, web_port, Path(data_dir), broker_kind, worker_loglevel, chosen
+    )
 
 
 @app.command(
@@ -368,6 +386,10 @@ async def replay(self: object, verify: bool) -> int:
 @app.command(base=StandaloneCommand)
 async def rebuild_projections(self: object) -> int:
     """With the workers stopped, rebuild the read model from the events topic alone."""
+    # Here, not at the top: it imports the query service's tables, which a worker of
+    # another role must not register (banking_app.app).
+    from banking_app.operations import rebuild
+
     for step in await rebuild.rebuild(settings.bootstrap_servers):
         print(step)
     print("start the workers: they load the rebuilt read model from its changelogs")

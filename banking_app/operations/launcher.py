@@ -4,6 +4,11 @@ Faust reads ``--datadir`` when it configures the app, but this app is configured
 import time (its tables are declared then), before Faust parses the command line. So
 the option is read here first and handed over through ``BANKING_DATA_DIR``.
 
+``banking-app worker --role ROLE`` is read here too, and for the same reason: the role
+decides which agents, tables and views the app registers when it is imported
+(``banking_app.app``). It is taken off the command line and handed over through
+``BANKING_ROLE``, which the settings check (``runtime.settings.parse_role``).
+
 The event loop is chosen here too, for the same reason: Faust installs the loop named by
 ``-L``/``FAUST_LOOP`` when ``faust`` is first imported. Unless told otherwise the bank
 runs on uvloop, which the benchmark measured 10-15 % faster than asyncio's own loop for
@@ -29,6 +34,23 @@ def datadir_option(argv: list[str]) -> str | None:
     return None
 
 
+def take_role_option(argv: list[str]) -> tuple[list[str], str | None]:
+    """``argv`` without ``worker``'s ``--role ROLE`` (or ``--role=ROLE``), and the role."""
+    if "worker" not in argv:
+        return argv, None
+    start = argv.index("worker") + 1
+    rest, role = argv[:start], None
+    tail = iter(argv[start:])
+    for arg in tail:
+        if arg == "--role":
+            role = next(tail, "")
+        elif arg.startswith("--role="):
+            role = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return rest, role
+
+
 def default_loop(environ: dict[str, str] | os._Environ[str], argv: list[str]) -> None:
     """Ask Faust for uvloop when it is installed and no loop was chosen."""
     if "FAUST_LOOP" in environ or "F_LOOP" in environ or "-L" in argv:
@@ -41,6 +63,10 @@ def default_loop(environ: dict[str, str] | os._Environ[str], argv: list[str]) ->
 
 def main() -> None:
     default_loop(os.environ, sys.argv[1:])
+    argv, role = take_role_option(sys.argv[1:])
+    if role is not None:
+        os.environ["BANKING_ROLE"] = role
+        sys.argv[1:] = argv
     datadir = datadir_option(sys.argv[1:])
     if datadir:
         os.environ["BANKING_DATA_DIR"] = datadir

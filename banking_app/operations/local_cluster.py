@@ -63,6 +63,8 @@ class Worker:
     web_port: int = field(default_factory=embedded_broker.free_port)
     partitions: int = 8
     env: dict[str, str] = field(default_factory=dict)
+    #: ``BANKING_ROLE``: the services this worker runs (``runtime.roles``).
+    role: str = "all"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,6 +88,7 @@ class Worker:
             "BANKING_PARTITIONS": str(self.partitions),
             "BANKING_STORE": "rocksdb://",
             "BANKING_LEG_KEY": LEG_KEY,
+            "BANKING_ROLE": self.role,
             **self.env,
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 (the subprocess owns it)

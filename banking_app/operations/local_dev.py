@@ -1,4 +1,8 @@
-"""``banking-app dev``: a local broker and one worker, as a newcomer runs the bank.
+"""``banking-app dev``: a local broker and the bank's workers, as a newcomer runs the bank.
+
+One worker of role ``all`` by default; ``--roles`` (or ``--workers N``) runs a layout of
+several, each with its own web port (the first ``--web-port``, the next one up, ...)
+and its own tables (``worker/``, ``worker-1/``, ...). README, "Roles and layouts".
 
 A newcomer's accounts should survive a restart of ``dev`` as they would in production,
 so Apache Kafka runs (``operations.apache_kafka``) when Java 17 is on PATH, with its
@@ -22,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from banking_app.operations import apache_kafka, embedded_broker
 
@@ -36,21 +42,108 @@ DEV_BROKER_PORT = 9092
 WORKER_STOP_TIMEOUT = 30.0
 
 
+#: The worker roles ``--roles`` takes (``runtime.settings.ROLES``).
+ROLES = ("all", "command", "processor", "query")
+
+
+class LayoutError(ValueError):
+    """A ``--roles``/``--workers`` layout that cannot run a bank."""
+
+
+def layout(roles: str | None, workers: int | None) -> tuple[str, ...]:
+    """The roles of the workers to run: ``--roles processor,query`` or ``--workers N``
+    (N workers of role ``all``); one ``all`` worker when neither is given."""
+    if roles is not None and workers is not None:
+        raise LayoutError("give --roles or --workers, not both")
+    if workers is not None:
+        if workers < 1:
+            raise LayoutError("--workers must be at least 1")
+        return ("all",) * workers
+    if roles is None:
+        return ("all",)
+    chosen = tuple(part.strip().lower() for part in roles.split(",") if part.strip())
+    unknown = [role for role in chosen if role not in ROLES]
+    if unknown or not chosen:
+        raise LayoutError(f"--roles takes a comma-separated list of {', '.join(ROLES)}")
+    if not any(role in ("all", "processor") for role in chosen):
+        raise LayoutError("the layout needs an event processor (processor or all)")
+    if not any(role in ("all", "query") for role in chosen):
+        raise LayoutError("the layout needs a query service (query or all)")
+    return chosen
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One worker of a layout: its role, web port and table directory."""
+
+    role: str
+    web_port: int
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.web_port}"
+
+
+def plans(roles: tuple[str, ...], web_port: int, base: Path) -> list[WorkerPlan]:
+    """The first worker keeps ``worker/`` (the single worker's, as before), the others
+    ``worker-1/``, ``worker-2/``, ...; ports count up from ``web_port``."""
+    return [
+        WorkerPlan(role, web_port + n, base / ("worker" if n == 0 else f"worker-{n}"))
+        for n, role in enumerate(roles)
+    ]
+
+
+def role_env(plan: WorkerPlan, layout_plans: list[WorkerPlan]) -> dict[str, str]:
+    """A worker's ``BANKING_ROLE``; a command worker, in no group, is told where the
+    query workers are (``BANKING_QUERY_URL``)."""
+    env = {"BANKING_ROLE": plan.role}
+    if plan.role == "command":
+        queries = [p.url for p in layout_plans if p.role in ("all", "query")]
+        env["BANKING_QUERY_URL"] = ",".join(queries)
+    return env
+
+
 async def run(
     broker_port: int | None,
     web_port: int,
     data_dir: Path,
     broker_kind: str,
     worker_loglevel: str,
+    roles: tuple[str, ...] = ("all",),
 ) -> int:
-    """Run a broker and one worker until Ctrl-C; the exit code for ``dev``."""
+    """Run a broker and the workers of ``roles`` until Ctrl-C; the exit code for ``dev``."""
     libs = await asyncio.to_thread(_kafka_jars, broker_kind)
     if isinstance(libs, str):
         print(f"dev: --broker kafka cannot run: {libs}", file=sys.stderr, flush=True)
         return 2
     if libs is None:
-        return await _dev_on_tansu(broker_port or DEV_BROKER_PORT, web_port, worker_loglevel)
-    return await _dev_on_kafka(libs, data_dir.resolve(), broker_port, web_port, worker_loglevel)
+        return await _dev_on_tansu(broker_port or DEV_BROKER_PORT, web_port, worker_loglevel, roles)
+    return await _dev_on_kafka(
+        libs, data_dir.resolve(), broker_port, web_port, worker_loglevel, roles
+    )
+
+
+async def _start_workers(
+    layout_plans: list[WorkerPlan], loglevel: str, env: dict[str, str]
+) -> list[asyncio.subprocess.Process]:
+    started = []
+    for plan in layout_plans:
+        print(f"worker ({plan.role}): {plan.url}  data: {plan.directory}", flush=True)
+        worker_env = {**env, **role_env(plan, layout_plans)}
+        started.append(await _start_worker(plan.directory, plan.web_port, loglevel, worker_env))
+    return started
+
+
+async def _first_exit(workers: list[asyncio.subprocess.Process]) -> int:
+    """The exit code of the first worker to stop: ``dev`` stops with it."""
+    waits = [asyncio.ensure_future(worker.wait()) for worker in workers]
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        return next(iter(done)).result()
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def _kafka_jars(broker_kind: str) -> Path | str | None:
@@ -93,26 +186,28 @@ def _kafka_jars(broker_kind: str) -> Path | str | None:
     return None
 
 
-async def _dev_on_tansu(broker_port: int, web_port: int, worker_loglevel: str) -> int:
+async def _dev_on_tansu(
+    broker_port: int, web_port: int, worker_loglevel: str, roles: tuple[str, ...]
+) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="banking-dev-"))
     broker = await asyncio.to_thread(
         embedded_broker.start_tansu, broker_port, workdir / "broker.log"
     )
     url = f"kafka://localhost:{broker_port}"
     print(f"broker: Tansu (memory only) at {url}", flush=True)
-    print(f"worker: http://localhost:{web_port}  data: {workdir / 'worker'}", flush=True)
     env = {
         "KAFKA_BROKER": url,
         "BANKING_BROKER_KIND": "tansu",
         # The broker forgets everything on exit: a key for this run will do.
         "BANKING_LEG_KEY": os.environ.get("BANKING_LEG_KEY") or secrets.token_hex(32),
     }
+    workers: list[asyncio.subprocess.Process] = []
     try:
-        worker = await _start_worker(workdir / "worker", web_port, worker_loglevel, env)
         try:
-            return await worker.wait()
+            workers = await _start_workers(plans(roles, web_port, workdir), worker_loglevel, env)
+            return await _first_exit(workers)
         finally:
-            await _stop_worker(worker)
+            await _stop_workers(workers)
     finally:
         embedded_broker.stop(broker)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -120,7 +215,12 @@ async def _dev_on_tansu(broker_port: int, web_port: int, worker_loglevel: str) -
 
 
 async def _dev_on_kafka(
-    libs: Path, data_dir: Path, broker_port: int | None, web_port: int, worker_loglevel: str
+    libs: Path,
+    data_dir: Path,
+    broker_port: int | None,
+    web_port: int,
+    worker_loglevel: str,
+    roles: tuple[str, ...],
 ) -> int:
     """Kafka's node directory, the worker's tables and the leg key, all in ``data_dir``.
 
@@ -130,7 +230,7 @@ async def _dev_on_kafka(
     point past the new broker's empty topics.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    worker_dir = data_dir / "worker"
+    layout_plans = plans(roles, web_port, data_dir)
     try:
         leg_key = os.environ.get("BANKING_LEG_KEY") or kept_leg_key(data_dir / "leg-key")
         await asyncio.to_thread(_stop_leftovers, data_dir)
@@ -142,16 +242,17 @@ async def _dev_on_kafka(
         print(f"dev: {exc}", file=sys.stderr, flush=True)
         return 2
     fresh = not node.formatted
-    if fresh and worker_dir.exists():
-        shutil.rmtree(worker_dir)
-        print(f"removed {worker_dir}: its broker's data is gone", flush=True)
+    for worker_dir in sorted(data_dir.glob("worker*")) if fresh else ():
+        if worker_dir.is_dir():
+            shutil.rmtree(worker_dir)
+            print(f"removed {worker_dir}: its broker's data is gone", flush=True)
     print(
         f"data: kept in {data_dir} across runs (broker logs, worker tables, leg key); "
         "delete it to start over",
         flush=True,
     )
     starting = asyncio.ensure_future(asyncio.to_thread(node.start))
-    worker: asyncio.subprocess.Process | None = None
+    workers: list[asyncio.subprocess.Process] = []
     try:
         try:
             await asyncio.shield(starting)
@@ -163,18 +264,16 @@ async def _dev_on_kafka(
             f"log: {node.log_path}",
             flush=True,
         )
-        print(f"worker: http://localhost:{web_port}", flush=True)
         env = {
             "KAFKA_BROKER": node.url,
             "BANKING_BROKER_KIND": "kafka",
             "BANKING_LEG_KEY": leg_key,
         }
-        worker = await _start_worker(worker_dir, web_port, worker_loglevel, env)
-        _write_pids(data_dir, node, worker)
-        return await worker.wait()
+        workers = await _start_workers(layout_plans, worker_loglevel, env)
+        _write_pids(data_dir, node, workers)
+        return await _first_exit(workers)
     finally:
-        if worker is not None:
-            await _stop_worker(worker)
+        await _stop_workers(workers)
         await _stop_node(node, starting)
         (data_dir / PIDS_FILE).unlink(missing_ok=True)
         print(f"stopped worker and broker; data kept in {data_dir}", flush=True)
@@ -243,13 +342,15 @@ PIDS_FILE = "dev.pids"
 
 
 def _write_pids(
-    data_dir: Path, node: apache_kafka.KafkaNode, worker: asyncio.subprocess.Process
+    data_dir: Path, node: apache_kafka.KafkaNode, workers: list[asyncio.subprocess.Process]
 ) -> None:
     assert node.process is not None
-    pids = {
+    pids: dict[str, list[Any]] = {
         "broker": [node.process.pid, "kafka.Kafka", str(node.properties_path)],
-        "worker": [worker.pid, "banking_app", str(data_dir / "worker")],
     }
+    for n, worker in enumerate(workers):
+        name = "worker" if n == 0 else f"worker-{n}"
+        pids[name] = [worker.pid, "banking_app", str(data_dir / name)]
     (data_dir / PIDS_FILE).write_text(json.dumps(pids) + "\n")
 
 
@@ -266,7 +367,8 @@ def _stop_leftovers(data_dir: Path) -> None:
         pids = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    for role in ("worker", "broker"):
+    workers = sorted(name for name in pids if name.startswith("worker"))
+    for role in (*workers, "broker"):
         pid, *markers = pids.get(role) or [0]
         if pid and _stop_process(int(pid), markers):
             print(f"stopped the {role} (pid {pid}) an earlier dev left running", flush=True)
@@ -305,6 +407,11 @@ async def _start_worker(
         str(web_port),
         env={**os.environ, "BANKING_WEB_PORT": str(web_port), **env},
     )
+
+
+async def _stop_workers(workers: list[asyncio.subprocess.Process]) -> None:
+    """Stop every worker, all at once: they leave one group."""
+    await asyncio.gather(*(_stop_worker(worker) for worker in workers))
 
 
 async def _stop_worker(worker: asyncio.subprocess.Process) -> None:

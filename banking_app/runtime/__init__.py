@@ -29,9 +29,13 @@ docstring names the upstream code it replaces or reads):
   ``Store.rocksdb_options``, when ``BANKING_ROCKSDB_MEMORY_MB`` is set.
 - ``consumer.consumed_to`` (for ``/health``): ``Consumer._committed_offset``.
 - ``faust_app``: ``App.on_init_dependencies`` (the Monitor sensor) and the transport.
+- ``assignor``: Faust's ``PartitionAssignor`` (``faust/assignor/partition_assignor.py``),
+  its ``_table_manager`` as the leader and each member read it; ``roles`` reads its
+  ``changelog_distribution``.
 
 ``upstream`` lists the private names ``consumer``, ``transport``, ``faust_app``,
-``streams``, ``tables``, ``restore``, ``rocksdb_memory`` and ``produce`` rely on, and
+``streams``, ``tables``, ``restore``, ``rocksdb_memory``, ``produce`` and ``assignor``
+rely on, and
 stops the worker with the missing name and the pinned version when an upgrade renamed
 one.
 """

@@ -85,6 +85,7 @@ class BankApp(faust.App):
 
     async def on_first_start(self) -> None:
         settings.leg_key_bytes()  # refuse to start without the key that seals saga legs
+        self.log.info('role: %s (README, "Roles and layouts")', settings.role)
         await wait_for_broker(settings.bootstrap_servers)
         await self.declare_topics()
         await super().on_first_start()
@@ -131,6 +132,9 @@ app = BankApp(
     autodiscover=False,
     origin="banking_app",
     Stream="banking_app.runtime.streams:QuietTakeStream",
+    # Faust's assignor, told every role's tables: workers of different roles share one
+    # consumer group (banking_app.runtime.assignor; README, "Roles and layouts").
+    PartitionAssignor="banking_app.runtime.assignor:RoleAssignor",
     HttpClient=forwarding_client,
 )
 

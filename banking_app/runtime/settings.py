@@ -7,6 +7,7 @@ each worker its own ``BANKING_DATA_DIR`` and web port, raise the replication fac
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 
@@ -58,6 +59,34 @@ def _broker_kind() -> str:
             "kafka for Apache Kafka (the default), tansu for the embedded broker"
         )
     return value
+
+
+#: The worker roles (``BANKING_ROLE``, ``banking-app worker --role``): which of the
+#: bank's three services a worker runs (README, "Roles and layouts").
+ROLES = ("all", "command", "processor", "query")
+
+
+def parse_role(raw: str) -> str:
+    """``BANKING_ROLE`` as given: one of ROLES (any case, blanks ignored); empty is ``all``."""
+    value = raw.strip().lower() or "all"
+    if value not in ROLES:
+        raise SystemExit(
+            f"BANKING_ROLE (or worker --role) must be one of {', '.join(ROLES)}, got {raw!r}: "
+            "command (HTTP POSTs to Kafka), processor (the command agent and its tables), "
+            "query (the projections, read tables and GET views), all (everything, the default)"
+        )
+    return value
+
+
+def parse_query_urls(raw: str) -> tuple[str, ...]:
+    """``BANKING_QUERY_URL``: ``,``-separated base URLs of query-service workers."""
+    urls = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    for url in urls:
+        if not re.fullmatch(r"https?://[^/\s]+", url):
+            raise SystemExit(
+                f"BANKING_QUERY_URL must list base URLs such as http://query-1:6066, got {url!r}"
+            )
+    return urls
 
 
 def unsupported_guarantee(variable: str, value: str) -> SystemExit:
@@ -114,6 +143,8 @@ class Settings:
     session_timeout: float
     rocksdb_memory_mb: int
     alerts: AlertSettings
+    role: str = "all"
+    query_urls: tuple[str, ...] = ()
 
     def leg_key_bytes(self) -> bytes:
         """``BANKING_LEG_KEY``, or a clear stop: a worker cannot seal legs without it."""
@@ -285,6 +316,12 @@ def load() -> Settings:
         session_timeout=_float("BANKING_SESSION_TIMEOUT", 6.0, minimum=1),
         # The risk rules' thresholds, BANKING_ALERT_* (README, "Alerts").
         alerts=load_alerts(),
+        # Which services this worker runs (runtime.roles); ``all``, the default, is the
+        # whole bank in one worker.
+        role=parse_role(os.environ.get("BANKING_ROLE", "")),
+        # Where a worker without the read model (command, processor) sends reads; a
+        # processor finds the query workers in its consumer group when this is unset.
+        query_urls=parse_query_urls(os.environ.get("BANKING_QUERY_URL", "")),
     )
 
 

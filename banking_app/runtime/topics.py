@@ -66,15 +66,29 @@ outcome_events_topic = raw_topic("command-outcome-events")
 alerts_topic = raw_topic("alerts", config={"retention.ms": "-1"})
 
 # Table names, here so that a service can find another's table in ``app.tables`` (and
-# route to its owner) without importing that service.
-ACCOUNTS_TABLE = "accounts"
-COMMAND_OFFSETS_TABLE = "command-offsets"
-COMMAND_CLAIMS_TABLE = "command-claims"
-ACCOUNT_VIEWS_TABLE = "account-views"
-TRANSACTIONS_TABLE = "transactions"
-COMMAND_OUTCOMES_TABLE = "command-outcomes"
-RISK_STATE_TABLE = "risk-state"
-ALERTS_TABLE = "account-alerts"
+# route to its owner) without importing that service; kept in ``table_names``, which
+# the partition assignor reads before the app exists.
+from banking_app.runtime.table_names import (  # noqa: E402
+    ACCOUNT_VIEWS_TABLE,
+    ACCOUNTS_TABLE,
+    ALERTS_TABLE,
+    COMMAND_CLAIMS_TABLE,
+    COMMAND_OFFSETS_TABLE,
+    COMMAND_OUTCOMES_TABLE,
+    RISK_STATE_TABLE,
+    TRANSACTIONS_TABLE,
+)
+
+__all__ = [
+    "ACCOUNTS_TABLE",
+    "ACCOUNT_VIEWS_TABLE",
+    "ALERTS_TABLE",
+    "COMMAND_CLAIMS_TABLE",
+    "COMMAND_OFFSETS_TABLE",
+    "COMMAND_OUTCOMES_TABLE",
+    "RISK_STATE_TABLE",
+    "TRANSACTIONS_TABLE",
+]
 
 
 def hash_partition(key: bytes, partitions: int) -> int:

@@ -33,6 +33,7 @@ import aiokafka
 import faust
 from aiokafka.client import AIOKafkaClient
 from aiokafka.consumer import subscription_state as aiokafka_state
+from faust.assignor import PartitionAssignor
 from faust.stores import rocksdb as faust_rocksdb
 from faust.tables import base as faust_tables
 from faust.transport import consumer as faust_consumer
@@ -57,6 +58,7 @@ TABLES = "banking_app.runtime.tables (a take's table writes as one RocksDB batch
 PRODUCE = "banking_app.runtime.produce (a take's records as one batch per partition)"
 HEALTH = "banking_app.runtime.consumer (consumed_to: an agent's lag, for /health)"
 ROCKSDB_MEMORY = "banking_app.runtime.rocksdb_memory (one memory budget for RocksDB)"
+ASSIGNOR = "banking_app.runtime.assignor (workers of different roles in one group)"
 RESTORE = "banking_app.runtime.restore (tables restored in bulk before the worker joins)"
 
 
@@ -248,6 +250,19 @@ HOOKS = (
     Hook(FAUST, faust_driver.Producer, "_ensure_producer", PRODUCE),
     Hook(AIOKAFKA, aiokafka.AIOKafkaProducer, "create_batch", PRODUCE),
     Hook(AIOKAFKA, aiokafka.AIOKafkaProducer, "send_batch", PRODUCE),
+    # assignor: what the group's leader and each member take for changelog topics.
+    *(
+        Hook(
+            FAUST,
+            PartitionAssignor,
+            "_table_manager",
+            ASSIGNOR,
+            on_instances=True,
+            called_from=(PartitionAssignor, caller),
+        )
+        for caller in ("_get_changelog_distribution", "_protocol_assignments", "on_assignment")
+    ),
+    Hook(FAUST, PartitionAssignor, "changelog_distribution", ASSIGNOR),
 )
 
 

@@ -2,7 +2,9 @@
 
 Used by ``?wait=true``, which must see the outcome and the accounts it touched before it
 answers, on whichever workers hold them. The read tables are the query service's; they
-are found by name in ``app.tables``, so the command service needs no import of it.
+are found by name in ``app.tables``, so the command service needs no import of it. A
+worker whose role holds no read model (``runtime.roles``: command, processor) asks a
+query worker instead, which answers or forwards to the owner as for any GET.
 
 Every read forwarded to another worker is limited to ``BANKING_FORWARD_TIMEOUT``: a
 worker that does not answer is a 504, one that cannot be reached a 503 (``forward_failed``,
@@ -21,6 +23,7 @@ from typing import Any, TypeVar
 import aiohttp
 from yarl import URL
 
+from banking_app.runtime import roles
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.produce import known_to_producer
 from banking_app.runtime.settings import settings
@@ -124,14 +127,74 @@ async def forwarded(url: Any) -> dict[str, Any] | None:
             raise Problem(503, f"worker {url.origin()} did not answer JSON") from None
 
 
+def no_query_service() -> Problem:
+    """Within a wait, retried like an owner that is away (``read-model-unassigned``)."""
+    return Problem(
+        503,
+        "no query-service worker is known to this worker (BANKING_QUERY_URL, or a query "
+        "worker in its consumer group); retry later",
+        slug="read-model-unassigned",
+    )
+
+
+async def from_query_service(path: str) -> dict[str, Any] | None:
+    """``path`` as a query worker answers it, for a worker without the read model: each
+    query worker in turn until one answers; the last one's failure when none does."""
+    urls = roles.query_urls()
+    if not urls:
+        raise no_query_service()
+    failure: Problem | None = None
+    for url in urls:
+        try:
+            return await forwarded(URL(url).with_path(path))
+        except FORWARD_ERRORS as exc:
+            failure = forward_failed(exc, url)
+        except Problem as problem:
+            if problem.status != 503:
+                raise
+            # A query worker starting or between owners: away for now, like one not
+            # reached (a wait tries again).
+            failure = Problem(503, problem.detail, slug="worker-starting")
+    assert failure is not None
+    raise failure
+
+
+async def previous_outcome(command_id: str) -> dict[str, Any] | None:
+    """The outcome a POST's key already has, looked up before the command is sent.
+
+    Where the read model is local (``all``, ``query``), a lookup that fails fails the
+    POST, as it always has: nothing is sent. A worker without it (``command``,
+    ``processor``) is there to take commands while the query service is away, so when
+    no query worker answers it sends the command anyway (None): the event processor
+    claims every command id bank-wide, so a key sent before is a duplicate, applied
+    once, and a key used for another command is refused as ``COMMAND_ID_REUSED``.
+    """
+    if COMMAND_OUTCOMES_TABLE in app.tables:
+        return await outcome(command_id)
+    try:
+        return await outcome(command_id)
+    except Problem as problem:
+        if problem.slug not in RETRIED:
+            raise
+        log.info("no query worker answered for %s; sending it unchecked", command_id)
+        return None
+
+
+async def lookup_by_name(table_name: str, key: str, path: str) -> dict[str, Any] | None:
+    table = app.tables.get(table_name)
+    if table is None:
+        return await from_query_service(path)
+    return await lookup(table, key, path)  # type: ignore[arg-type]
+
+
 async def outcome(command_id: str) -> dict[str, Any] | None:
     # Unquoted: yarl quotes the path when it builds the URL (ids are URL-safe anyway).
-    return await lookup(app.tables[COMMAND_OUTCOMES_TABLE], command_id, f"/commands/{command_id}")
+    return await lookup_by_name(COMMAND_OUTCOMES_TABLE, command_id, f"/commands/{command_id}")
 
 
 async def account(account_id: str) -> dict[str, Any] | None:
     """The account's view as stored or as its owner answers it; ``version`` is its seq."""
-    return await lookup(app.tables[ACCOUNT_VIEWS_TABLE], account_id, f"/accounts/{account_id}")
+    return await lookup_by_name(ACCOUNT_VIEWS_TABLE, account_id, f"/accounts/{account_id}")
 
 
 async def wait_for_outcome(command_id: str, timeout: float) -> dict[str, Any] | None:

@@ -1,8 +1,10 @@
 """Two workers, one API: any worker answers for any account, whoever owns its partition.
 
 A broker of its own and two workers on it (one consumer group, 8 partitions split
-between them). Reads are forwarded by ``table_route`` to the worker that owns the key;
-``?wait=true`` waits on whichever workers hold the outcome and the accounts.
+between them); and the same tests on the split layout, an event processor and two
+query-service workers (``LAYOUTS``). Reads are forwarded by ``table_route`` to the
+worker that owns the key; ``?wait=true`` waits on whichever workers hold the outcome and
+the accounts.
 """
 
 from __future__ import annotations
@@ -88,10 +90,31 @@ def _settled(cluster: Cluster, probes: dict[str, str]) -> bool:
     )
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+#: The layouts the tests run on, by the workers' environments. The last two workers are
+#: the ones the tests speak to: both hold read partitions and answer every route.
+LAYOUTS = {
+    # Two workers of role all, as the bank has always scaled.
+    "two-workers": ({}, {}),
+    # The split layout: an event processor, and the query service on two workers (the
+    # POSTs they take are produced by them: the command service is every worker's).
+    "split": (
+        {"BANKING_ROLE": "processor"},
+        {"BANKING_ROLE": "query"},
+        {"BANKING_ROLE": "query"},
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("routing")
-    with Broker.start() as broker, running_workers(broker, root, {}, {}) as (first, second):
+    with (
+        Broker.start() as broker,
+        running_workers(broker, root, *LAYOUTS[request.param]) as workers,
+    ):
+        first, second = workers[-2:]
         cluster = Cluster(first, second)
         # One account on every partition (retried with the same key until the group has
         # settled: a POST during a rebalance may answer 503 or 202).

@@ -47,12 +47,13 @@ def cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_dev_runs_broker_and_worker_and_operator_commands_work(tmp_path: Path) -> None:
-    broker_port, web_port = free_port(), free_port()
-    url = f"http://localhost:{web_port}"
+def start_dev(
+    tmp_path: Path, broker_port: int, web_port: int, *options: str
+) -> subprocess.Popen[str]:
+    """``banking-app dev`` on Tansu, its temporary files under ``tmp_path``."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     env.pop("KAFKA_HOME", None)
-    dev = subprocess.Popen(
+    return subprocess.Popen(
         [
             *BANKING_APP,
             "dev",
@@ -62,12 +63,19 @@ def test_dev_runs_broker_and_worker_and_operator_commands_work(tmp_path: Path) -
             str(broker_port),
             "--web-port",
             str(web_port),
+            *options,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         env=env,
     )
+
+
+def test_dev_runs_broker_and_worker_and_operator_commands_work(tmp_path: Path) -> None:
+    broker_port, web_port = free_port(), free_port()
+    url = f"http://localhost:{web_port}"
+    dev = start_dev(tmp_path, broker_port, web_port)
     try:
         wait_healthy(url, dev)
         account = f"acct-{uuid.uuid4().hex[:8]}"
@@ -133,6 +141,43 @@ def test_dev_runs_broker_and_worker_and_operator_commands_work(tmp_path: Path) -
     assert data_dir is not None
     assert not Path(data_dir.group(1)).parent.exists(), "dev state outlived the broker"
     assert not listening(broker_port) and not listening(web_port)
+
+
+def free_port_pair() -> int:
+    """A free port whose next port up is free too: ``dev --roles`` counts ports up."""
+    while True:
+        port = free_port()
+        if not listening(port + 1):
+            return port
+
+
+def test_dev_runs_the_split_layout_behind_either_address(tmp_path: Path) -> None:
+    broker_port, web_port = free_port(), free_port_pair()
+    processor, query = (f"http://localhost:{port}" for port in (web_port, web_port + 1))
+    dev = start_dev(tmp_path, broker_port, web_port, "--roles", "processor,query")
+    try:
+        wait_healthy(processor, dev)
+        wait_healthy(query, dev)
+        account = f"acct-{uuid.uuid4().hex[:8]}"
+        # Written through the processor, which finds the query worker in its group to
+        # wait for the outcome; read at once through both.
+        opened = cli(
+            "open-account", "--owner", "Gus", "--currency", "EUR", "--account-id", account,
+            url=processor,
+        )  # fmt: skip
+        assert opened.returncode == 0, opened.stdout + opened.stderr
+        deposited = cli("deposit", account, "700", url=query)
+        assert deposited.returncode == 0, deposited.stdout + deposited.stderr
+        for url in (processor, query):
+            shown = cli("show", account, url=url)
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            assert re.search(r"balance\s+700 EUR", shown.stdout), shown.stdout
+    finally:
+        dev.send_signal(signal.SIGINT)
+        out, _ = dev.communicate(timeout=90)
+    assert dev.returncode == 0, out
+    assert "worker (processor)" in out and "worker (query)" in out
+    assert not listening(web_port) and not listening(web_port + 1)
 
 
 def test_a_worker_that_never_gets_ready_is_stopped_not_left_running(tmp_path: Path) -> None:
