@@ -1,6 +1,6 @@
-"""Worker roles as real processes on the embedded broker: each role alone, the three
+"""Worker roles as real processes: each role alone (on the embedded broker), the three
 together behind any one address, and each of the processor and the query service
-SIGKILLed while the others go on.
+SIGKILLed while the others go on (on the embedded broker and on Apache Kafka).
 
 A role alone shows what it is: the command service sends commands that nobody decides
 and has nobody to ask for reads; the processor decides them; the query service answers
@@ -31,6 +31,7 @@ from api_client import (
     wait_for,
 )
 
+from support.brokers import BROKER_KINDS, started_broker
 from support.cluster import Broker, Client, Worker
 
 pytestmark = pytest.mark.kafka
@@ -163,7 +164,7 @@ async def test_the_query_service_alone_answers_and_says_processing_is_delayed(
 
 @dataclass
 class Split:
-    broker: Broker
+    broker: Any  # Broker or KafkaNode
     root: Path
     processor: Worker
     query: Worker
@@ -183,10 +184,13 @@ def processing_ready(query: Worker) -> bool:
     return status == 200 and body["status"] == "ready"
 
 
-@pytest.fixture(scope="module")
-def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Split]:
+@pytest.fixture(scope="module", params=BROKER_KINDS)
+def split(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Split]:
+    """The three roles on one broker: Tansu, and an Apache Kafka node of the module's."""
     root = tmp_path_factory.mktemp("roles")
-    with Broker.start() as broker:
+    with started_broker(request.param, request, root / "kafka") as broker:
         processor = start(broker, root, "processor")
         try:
             query = start(broker, root, "query")
