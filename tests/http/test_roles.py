@@ -184,6 +184,14 @@ def processing_ready(query: Worker) -> bool:
     return status == 200 and body["status"] == "ready"
 
 
+def settled(workers: tuple[Worker, ...]) -> bool:
+    """Every worker answers 200 on /health. The query worker's "ready" says the group
+    gave a processor every partition of ``commands``; the processor itself may still be
+    rebalancing or recovering then (on Apache Kafka the query worker's join moves the
+    processor's partitions once more), so each one is asked."""
+    return all(health(worker)[0] == 200 for worker in workers)
+
+
 @pytest.fixture(scope="module", params=BROKER_KINDS)
 def split(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -198,7 +206,9 @@ def split(
                 command = start(broker, root, "command", BANKING_QUERY_URL=query.url)
                 try:
                     wait_for(lambda: processing_ready(query), "processing ready", SETTLE_TIMEOUT)
-                    yield Split(broker, root, processor, query, command)
+                    running = Split(broker, root, processor, query, command)
+                    wait_for(lambda: settled(running.workers), "every role ready", SETTLE_TIMEOUT)
+                    yield running
                 finally:
                     command.stop()
             finally:
