@@ -27,6 +27,7 @@ from bench.scenarios import (
     _verify,
     deposits,
     log,
+    naive_run,
     open_accounts,
     started_broker,
     transfers,
@@ -46,6 +47,11 @@ def _cpu(workers: list[Worker], bank: Bank) -> tuple[float, float]:
     pids = [w.process.pid for w in workers if w.process is not None]
     broker = bank.broker.process
     return tree_seconds(pids), tree_seconds([broker.pid]) if broker is not None else 0.0
+
+
+def _per(before: tuple[float, float], after: tuple[float, float], n: int) -> dict[str, float]:
+    """µs of CPU per operation between two ``_cpu`` readings, the bank's and the broker's."""
+    return {part: 1e6 * (after[i] - before[i]) / n for i, part in enumerate(("bank", "broker"))}
 
 
 async def layout(
@@ -79,16 +85,21 @@ async def layout(
                     before = _cpu(workers, bank)
                     rate = await deposits(bank, config.accounts, config.deposits, f"l{index}", rng)
                     after = _cpu(workers, bank)
+                # The same deposits without the query load: what a deposit alone costs.
+                quiet_before = _cpu(workers, bank)
+                quiet = await deposits(bank, config.accounts, config.deposits, f"q{index}", rng)
+                quiet_after = _cpu(workers, bank)
                 moved = await transfers(bank, config.accounts, config.transfers, f"l{index}", rng)
+                moved_after = _cpu(workers, bank)
                 trials.append(
                     {
                         "deposits_per_s": rate,
+                        "quiet_deposits_per_s": quiet,
                         "transfers_per_s": moved,
                         "queries": load.summary(),
-                        "deposit_cpu_us": {
-                            part: 1e6 * (after[i] - before[i]) / config.deposits
-                            for i, part in enumerate(("bank", "broker"))
-                        },
+                        "deposit_cpu_us": _per(before, after, config.deposits),
+                        "quiet_deposit_cpu_us": _per(quiet_before, quiet_after, config.deposits),
+                        "transfer_cpu_us": _per(quiet_after, moved_after, config.transfers),
                         "peak_rss_mib": sum(w.peak_rss_mib() or 0 for w in workers),
                     }
                 )
@@ -101,11 +112,17 @@ async def layout(
 
 async def compare(config: Config, kind: str, root: Path, rng: random.Random) -> dict[str, Any]:
     """Every layout, one after the other, on brokers of ``kind``."""
-    results = {}
+    results: dict[str, Any] = {}
     for name, roles in LAYOUTS.items():
         log(f"layout: {name}")
         results[name] = await layout(config, kind, roles, root / f"layout-{len(results)}", rng)
-    return results
+    log("the naive Faust agent, for its CPU per record")
+    with started_broker(config, kind, root / "naive-broker") as broker:
+        naive = [
+            await naive_run(broker, config.deposits, root / f"naive-{index}", f"-l{index}")
+            for index in range(1, config.trials + 1)
+        ]
+    return {"layouts": results, "naive": [{"per_s": r, "cpu_us": c} for r, c in naive]}
 
 
 def median(trials: list[dict[str, Any]], measure: str) -> float:

@@ -142,32 +142,59 @@ def _alert_rows(trials: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _layout_table(config: Config, layouts: dict[str, Any]) -> list[str]:
-    """Issue 16's layouts: medians of their trials, deposits against the first layout's."""
+def _layout_table(config: Config, compared: dict[str, Any]) -> list[str]:
+    """Issue 16's layouts: medians of their trials, deposits against the first layout's;
+    then what each costs in CPU, beside the naive Faust agent's cost per record."""
+    layouts = compared["layouts"]
     lines = [
         f"## Layouts (issue 16, on {BROKER_NAMES[config.brokers[0]]})",
         "",
         "| layout | deposits /s, queries running | against the first | transfers /s | "
-        "queries during deposits | CPU per deposit, bank | CPU per deposit, broker | "
-        "peak RSS, all workers | `replay --verify` |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "queries during deposits | peak RSS, all workers | `replay --verify` |",
+        "|---|---|---|---|---|---|---|",
     ]
     first = None
     for name, r in layouts.items():
         trials = r["trials"]
         rate = statistics.median(t["deposits_per_s"] for t in trials)
         first = first or rate
-        cpu = {
-            part: statistics.median(t["deposit_cpu_us"][part] for t in trials)
-            for part in ("bank", "broker")
-        }
         lines.append(
             f"| {name} | {_rate([t['deposits_per_s'] for t in trials])} | "
             f"{rate / first:.2f} x | {_rate([t['transfers_per_s'] for t in trials])} | "
-            f"{_q(_queries(trials))} | {cpu['bank']:.0f} µs | {cpu['broker']:.0f} µs | "
-            f"{max(t['peak_rss_mib'] for t in trials):.0f} MiB | {r['verify']} |"
+            f"{_q(_queries(trials))} | {max(t['peak_rss_mib'] for t in trials):.0f} MiB | "
+            f"{r['verify']} |"
         )
+    lines += [
+        "",
+        "CPU time summed over the bank's processes (bank) and the broker's, per operation "
+        "(medians of the trials):",
+        "",
+        "| layout | per deposit, queries running: bank | broker | deposits /s, no queries | "
+        "per deposit, no queries: bank | broker | per transfer: bank | broker |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in layouts.items():
+        trials = r["trials"]
+        cpu = [
+            _median_us(trials, measure, part)
+            for measure in ("deposit_cpu_us", "quiet_deposit_cpu_us", "transfer_cpu_us")
+            for part in ("bank", "broker")
+        ]
+        quiet = _rate([t["quiet_deposits_per_s"] for t in trials])
+        lines.append(f"| {name} | {cpu[0]} | {cpu[1]} | {quiet} | {' | '.join(cpu[2:])} |")
+    naive = compared["naive"]
+    lines += [
+        "",
+        f"The naive Faust agent (baseline (b): a table write and a send per record) on a "
+        f"broker of the same kind: {_rate([n['per_s'] for n in naive])}, "
+        f"{statistics.median(n['cpu_us'] for n in naive):.0f} µs of its worker's CPU per "
+        "record.",
+    ]
     return lines
+
+
+def _median_us(trials: list[dict[str, Any]], measure: str, part: str) -> str:
+    return f"{statistics.median(t[measure][part] for t in trials):.0f} µs"
 
 
 def write_report(config: Config, r: dict[str, Any]) -> str:

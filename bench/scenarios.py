@@ -260,6 +260,15 @@ async def raw_baseline(broker: AnyBroker, n: int, run: str = "") -> float:
 
 async def naive_baseline(broker: AnyBroker, n: int, directory: Path, run: str = "") -> float:
     """Baseline (b): a Faust agent doing ``table[account] += amount`` and one send."""
+    rate, _ = await naive_run(broker, n, directory, run)
+    return rate
+
+
+async def naive_run(
+    broker: AnyBroker, n: int, directory: Path, run: str = ""
+) -> tuple[float, float]:
+    """Baseline (b)'s rate, and the µs of CPU its worker spent per record: Faust's
+    floor for one agent step with a table write and a send, on this machine."""
     source, target = f"naive-commands{run}", f"naive-events{run}"
     await create_topics(broker.bootstrap, [source, target], PARTITIONS)
     env = same_loop_env(
@@ -276,7 +285,9 @@ async def naive_baseline(broker: AnyBroker, n: int, directory: Path, run: str = 
     )
     try:
         await _timed(broker, source, target, 1)  # warm up: group joined
-        return n / await _timed(broker, source, target, n)
+        before = tree_seconds([worker.pid])
+        rate = n / await _timed(broker, source, target, n)
+        return rate, 1e6 * (tree_seconds([worker.pid]) - before) / n
     finally:
         worker.terminate()
         worker.wait(30)

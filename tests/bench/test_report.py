@@ -129,7 +129,13 @@ def test_cpu_per_deposit_is_the_median_of_the_trials_for_the_bank_and_the_broker
 def test_layouts_report_medians_against_the_first_layout(tmp_path: Path) -> None:
     def trials(rate: float, cpu: float) -> list[dict]:
         return [
-            {**trial(rate * scale, 1, 9), "deposit_cpu_us": {"bank": cpu * scale, "broker": 50.0}}
+            {
+                **trial(rate * scale, 1, 9),
+                "quiet_deposits_per_s": 2 * rate * scale,
+                "deposit_cpu_us": {"bank": cpu * scale, "broker": 50.0},
+                "quiet_deposit_cpu_us": {"bank": cpu * scale - 1, "broker": 40.0},
+                "transfer_cpu_us": {"bank": 3 * cpu * scale, "broker": 60.0},
+            }
             for scale in (0.5, 1.0, 2.0)
         ]
 
@@ -137,9 +143,15 @@ def test_layouts_report_medians_against_the_first_layout(tmp_path: Path) -> None
         "one worker (all)": {"trials": trials(1000, 300), "verify": "exit 0 (0 problems)"},
         "split (processor, query)": {"trials": trials(1300, 200), "verify": "exit 0 (0 problems)"},
     }
-    results = {"brokers": {}, "growth": [], "layouts": layouts}
+    naive = [{"per_s": 900.0, "cpu_us": 700.0}, {"per_s": 1100.0, "cpu_us": 500.0}]
+    results = {"brokers": {}, "growth": [], "layouts": {"layouts": layouts, "naive": naive}}
     text = write_report(config(3, str(tmp_path / "BENCHMARKS.md")), results)
+    lines = text.splitlines()
     one, split = row(text, "one worker"), row(text, "split")
     assert "1,000 /s (median of 3: 500 to 2,000)" in one and "| 1.00 x |" in one
-    assert "| 1.30 x |" in split and "| 200 µs | 50 µs |" in split
-    assert "exit 0 (0 problems)" in split
+    assert "| 1.30 x |" in split and "exit 0 (0 problems)" in split
+    # The CPU table: per deposit with queries, without, per transfer; bank then broker.
+    [cpu] = [line for line in lines if line.startswith("| split") and "2,600 /s" in line]
+    assert "| 200 µs | 50 µs | 2,600 /s (median of 3: 1,300 to 5,200) | 199 µs | 40 µs |" in cpu
+    assert cpu.endswith("| 600 µs | 60 µs |")
+    assert "1,000 /s (median of 2: 900 to 1,100), 600 µs of its worker's CPU" in text
