@@ -14,11 +14,13 @@ everywhere, the reads forwarded to a query worker where there is no read model:
 
 from __future__ import annotations
 
+import asyncio
 from types import ModuleType
 
 from banking_app.command_service import views as command_views
-from banking_app.runtime import roles
+from banking_app.runtime import memory, roles
 from banking_app.runtime.faust_app import app
+from banking_app.runtime.settings import settings
 from banking_app.web import health, metrics_endpoint, openapi, reads
 from banking_app.web.problems import problem_errors
 
@@ -52,5 +54,13 @@ if not roles.runs_query():
 if not roles.in_group():
     # The command service consumes nothing: a web server and a producer, in no group.
     app.producer_only = True
+if settings.malloc_trim_seconds:
+
+    @app.timer(settings.malloc_trim_seconds)
+    async def return_free_heap() -> None:
+        """glibc's free heap back to the system (``runtime.memory``), on a thread:
+        ctypes lets go of the GIL, so the event loop goes on meanwhile."""
+        await asyncio.get_running_loop().run_in_executor(None, memory.trim)
+
 
 __all__ = ["SERVICES", "SHARED_VIEWS", "app"]

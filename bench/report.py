@@ -197,6 +197,17 @@ def _median_us(trials: list[dict[str, Any]], measure: str, part: str) -> str:
     return f"{statistics.median(t[measure][part] for t in trials):.0f} µs"
 
 
+def _memory(sample: dict[str, float]) -> str:
+    """A ``/metrics`` memory sample: RSS, glibc's heap in use and free, RocksDB's budget."""
+    if not sample:
+        return "not sampled"
+    mib = {part: value / (1 << 20) for part, value in sample.items()}
+    return (
+        f"RSS {mib['rss']:.0f}: heap {mib.get('heap_in_use', 0):.0f} in use, "
+        f"{mib.get('heap_free', 0):.0f} free; RocksDB {mib.get('rocksdb', 0):.0f} MiB"
+    )
+
+
 def write_report(config: Config, r: dict[str, Any]) -> str:
     first = next(iter(r["brokers"]), config.brokers[0])  # no main phase with --layouts
     lines = [
@@ -226,15 +237,16 @@ def write_report(config: Config, r: dict[str, Any]) -> str:
         f"## Growth (on {BROKER_NAMES[first]})",
         "",
         "| accounts | opened /s | deposits /s | queries during deposits | "
-        "recovery, empty data dir | restart, same data dir | peak RSS | RSS after recovery |",
-        "|---|---|---|---|---|---|---|---|",
+        "recovery, empty data dir | restart, same data dir | peak RSS | "
+        "at the highest RSS sampled | RSS after recovery |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for g in r["growth"]:
         lines.append(
             f"| {g['accounts']:,} | {g['open_per_s']:,.0f} | {g['deposits_per_s']:,.0f} | "
             f"{_q(g['queries'])} | {g['recovery_fresh_s']:.1f} s | "
             f"{g['restart_same_dir_s']:.1f} s | {g['peak_rss_mib']:.0f} MiB | "
-            f"{g['recovered_rss_mib']:.0f} MiB |"
+            f"{_memory(g.get('memory_at_peak') or {})} | {g['recovered_rss_mib']:.0f} MiB |"
         )
     text = "\n".join(lines) + "\n"
     if config.output != "-":

@@ -28,6 +28,7 @@ from banking_app.operations.launcher import default_loop
 from banking_app.operations.local_cluster import Broker, Worker
 from bench.cpu import tree_seconds
 from bench.kafka import Watcher, count_reached, create_topics, produce, versions_reached
+from bench.memory import PeakSampler
 
 VIEWS = "banking-app-account-views-changelog"
 PARTITIONS = 8
@@ -333,9 +334,10 @@ async def growth(config: Config, size: int, root: Path, rng: random.Random) -> d
     with started_broker(config, config.brokers[0], root / f"kafka-growth-{size}") as broker:
         bank = start_bank(broker, root / f"growth-{size}")
         try:
-            opened = await open_accounts(bank, size, f"g{size}")
-            with QueryLoad(bank.worker.url, config.query_rate, size) as load:
-                rate = await deposits(bank, size, config.growth_deposits, f"g{size}", rng)
+            with PeakSampler(bank.worker.url) as memory:
+                opened = await open_accounts(bank, size, f"g{size}")
+                with QueryLoad(bank.worker.url, config.query_rate, size) as load:
+                    rate = await deposits(bank, size, config.growth_deposits, f"g{size}", rng)
             rss = bank.worker.peak_rss_mib()
             bank.worker.stop()
             # Recovery: a new worker with an empty data dir rebuilds every table from
@@ -358,6 +360,7 @@ async def growth(config: Config, size: int, root: Path, rng: random.Random) -> d
         "recovery_fresh_s": from_changelogs,
         "restart_same_dir_s": same_dir,
         "peak_rss_mib": rss,
+        "memory_at_peak": memory.peak,
         "recovered_rss_mib": fresh_rss,
     }
 

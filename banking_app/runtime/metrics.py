@@ -78,6 +78,14 @@ lag = Gauge(
     registry=registry,
 )
 
+memory = Gauge(
+    "banking_memory_bytes",
+    "This worker's memory when scraped: rss, glibc's heap_in_use and heap_free (held, "
+    "not returned), and rocksdb (the shared budget's cache, memtables included)",
+    ["part"],
+    registry=registry,
+)
+
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     http_latency.labels(method.upper(), route or "other", str(status)).observe(seconds)

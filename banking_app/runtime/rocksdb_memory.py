@@ -76,3 +76,11 @@ def usage_bytes(budget_mb: int) -> int:
     """What the budget's cache holds now, memtables charged to it included."""
     block_cache, _ = shared(budget_mb)
     return block_cache.get_usage()  # type: ignore[no-any-return]
+
+
+def opened_usage_bytes() -> int | None:
+    """What the worker's budget holds, or None before a database opened with it (a
+    worker without tables, or with Faust's options)."""
+    if shared.cache_info().currsize == 0:
+        return None
+    return usage_bytes(settings.rocksdb_memory_mb)

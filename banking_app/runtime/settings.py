@@ -142,6 +142,7 @@ class Settings:
     stall_seconds: float
     session_timeout: float
     rocksdb_memory_mb: int
+    malloc_trim_seconds: float
     alerts: AlertSettings
     role: str = "all"
     query_urls: tuple[str, ...] = ()
@@ -310,6 +311,9 @@ def load() -> Settings:
         # (docs/BENCHMARKS.md). 0: Faust's own options, a cache and memtables per
         # database, with no bound on their sum.
         rocksdb_memory_mb=_int("BANKING_ROCKSDB_MEMORY_MB", 256, minimum=0),
+        # Seconds between returns of glibc's free heap to the system (runtime.memory),
+        # so a burst's peak does not stay resident; 0: never.
+        malloc_trim_seconds=_float("BANKING_MALLOC_TRIM_SECONDS", 0.0, minimum=0, maximum=3600),
         # Seconds before the group gives a silent (dead) worker's partitions to the
         # others; the heartbeat is a third of it, at most 1 s (docs/BENCHMARKS.md has
         # the failover figures). Kafka refuses less than 6 s by default.

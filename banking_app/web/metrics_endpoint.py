@@ -10,7 +10,9 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from banking_app.runtime.faust_app import app
-from banking_app.runtime.metrics import lag, observe_request, registry
+from banking_app.runtime.memory import heap_bytes, rss_bytes
+from banking_app.runtime.metrics import lag, memory, observe_request, registry
+from banking_app.runtime.rocksdb_memory import opened_usage_bytes
 
 
 def refresh_lag() -> None:
@@ -26,12 +28,23 @@ def refresh_lag() -> None:
         lag.labels(tp.topic, str(tp.partition)).set(max(highwater - (owed or 0), 0))
 
 
+def refresh_memory() -> None:
+    in_use, free = heap_bytes()
+    memory.labels("rss").set(rss_bytes())
+    memory.labels("heap_in_use").set(in_use)
+    memory.labels("heap_free").set(free)
+    rocksdb = opened_usage_bytes()
+    if rocksdb is not None:
+        memory.labels("rocksdb").set(rocksdb)
+
+
 @app.page("/metrics")
 class Metrics(View):
     async def get(self, request: Request) -> Response:
         started = time.perf_counter()
         with contextlib.suppress(Exception):  # before the first assignment there is no lag
             refresh_lag()
+        refresh_memory()
         body = generate_latest(registry)
         observe_request("GET", "/metrics", 200, time.perf_counter() - started)
         return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -155,3 +155,24 @@ def test_layouts_report_medians_against_the_first_layout(tmp_path: Path) -> None
     assert "| 200 µs | 50 µs | 2,600 /s (median of 3: 1,300 to 5,200) | 199 µs | 40 µs |" in cpu
     assert cpu.endswith("| 600 µs | 60 µs |")
     assert "1,000 /s (median of 2: 900 to 1,100), 600 µs of its worker's CPU" in text
+
+
+def test_growth_rows_split_the_peak_by_part(tmp_path: Path) -> None:
+    def grown(accounts: int, memory: dict) -> dict:
+        return {
+            "accounts": accounts,
+            "open_per_s": 1500.0,
+            "deposits_per_s": 900.0,
+            "queries": {"requests": 0, "errors": 0},
+            "recovery_fresh_s": 30.0,
+            "restart_same_dir_s": 4.0,
+            "peak_rss_mib": 824.0,
+            "memory_at_peak": memory,
+            "recovered_rss_mib": 518.0,
+        }
+
+    parts = {"rss": 800 << 20, "heap_in_use": 300 << 20, "heap_free": 200 << 20}
+    results = {"brokers": {}, "growth": [grown(1000, {}), grown(200_000, parts)]}
+    text = write_report(config(1, str(tmp_path / "BENCHMARKS.md")), results)
+    assert "| 824 MiB | not sampled | 518 MiB |" in row(text, "1,000 ")
+    assert "| RSS 800: heap 300 in use, 200 free; RocksDB 0 MiB |" in row(text, "200,000")
