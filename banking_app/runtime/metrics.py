@@ -81,7 +81,8 @@ lag = Gauge(
 memory = Gauge(
     "banking_memory_bytes",
     "This worker's memory when scraped: rss, glibc's heap_in_use and heap_free (held, "
-    "not returned), and rocksdb (the shared budget's cache, memtables included)",
+    "not returned), and rocksdb (the shared budget's cache, memtables included; "
+    "RocksDB allocates from glibc's heap, so it is part of heap_in_use)",
     ["part"],
     registry=registry,
 )
