@@ -25,6 +25,7 @@ from bench.scenarios import (
     Config,
     QueryLoad,
     _verify,
+    cpu_per_op,
     deposits,
     log,
     naive_run,
@@ -47,11 +48,6 @@ def _cpu(workers: list[Worker], bank: Bank) -> tuple[float, float]:
     pids = [w.process.pid for w in workers if w.process is not None]
     broker = bank.broker.process
     return tree_seconds(pids), tree_seconds([broker.pid]) if broker is not None else 0.0
-
-
-def _per(before: tuple[float, float], after: tuple[float, float], n: int) -> dict[str, float]:
-    """µs of CPU per operation between two ``_cpu`` readings, the bank's and the broker's."""
-    return {part: 1e6 * (after[i] - before[i]) / n for i, part in enumerate(("bank", "broker"))}
 
 
 async def layout(
@@ -97,9 +93,11 @@ async def layout(
                         "quiet_deposits_per_s": quiet,
                         "transfers_per_s": moved,
                         "queries": load.summary(),
-                        "deposit_cpu_us": _per(before, after, config.deposits),
-                        "quiet_deposit_cpu_us": _per(quiet_before, quiet_after, config.deposits),
-                        "transfer_cpu_us": _per(quiet_after, moved_after, config.transfers),
+                        "deposit_cpu_us": cpu_per_op(before, after, config.deposits),
+                        "quiet_deposit_cpu_us": cpu_per_op(
+                            quiet_before, quiet_after, config.deposits
+                        ),
+                        "transfer_cpu_us": cpu_per_op(quiet_after, moved_after, config.transfers),
                         "peak_rss_mib": sum(w.peak_rss_mib() or 0 for w in workers),
                     }
                 )

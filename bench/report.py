@@ -116,11 +116,10 @@ def _cpu_rows(trials: list[dict[str, Any]]) -> list[str]:
     """CPU per deposit while the deposits ran under the query load (median of trials)."""
     if "deposit_cpu_us" not in trials[0]:
         return []
-    bank = statistics.median(t["deposit_cpu_us"]["bank"] for t in trials)
-    broker = statistics.median(t["deposit_cpu_us"]["broker"] for t in trials)
+    bank, broker = (_median_us(trials, "deposit_cpu_us", part) for part in ("bank", "broker"))
     return [
-        f"| CPU per deposit, the bank's processes (queries served included) | {bank:.0f} µs | |",
-        f"| CPU per deposit, the broker | {broker:.0f} µs | |",
+        f"| CPU per deposit, the bank's processes (queries served included) | {bank} | |",
+        f"| CPU per deposit, the broker | {broker} | |",
     ]
 
 

@@ -324,6 +324,11 @@ def cpu_seconds(bank: Bank) -> tuple[float, float]:
     )
 
 
+def cpu_per_op(before: tuple[float, float], after: tuple[float, float], n: int) -> dict[str, float]:
+    """µs of CPU per operation between two readings of (bank, broker) CPU seconds."""
+    return {part: 1e6 * (after[i] - before[i]) / n for i, part in enumerate(("bank", "broker"))}
+
+
 def health_seconds(worker: Worker) -> float:
     started = time.perf_counter()
     worker.wait_ready(RECOVERY_TIMEOUT)
@@ -428,10 +433,7 @@ async def trial(
         **compared,
         "deposits_per_s": deposits_per_s,
         # µs of CPU per deposit while the deposits ran, queries served included.
-        "deposit_cpu_us": {
-            part: 1e6 * (after[index] - before[index]) / config.deposits
-            for index, part in enumerate(("bank", "broker"))
-        },
+        "deposit_cpu_us": cpu_per_op(before, after, config.deposits),
         "queries": load.summary(),
         "transfers_per_s": transfers_per_s,
         "peak_rss_mib": rss,
