@@ -28,7 +28,51 @@ from banking_app.operations import (
     topic_admin,
 )
 from banking_app.operations.http_client import BankClient
-from banking_app.runtime.settings import settings
+from banking_app.runtime.settings import ROLES, settings
+
+
+def _role_seen_by_click(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:  # the launcher takes it first; here only without the launcher
+        raise click.BadParameter(
+            "is read by the banking-app launcher before the app is imported; "
+            f"elsewhere set BANKING_ROLE={value} instead",
+            ctx=ctx,
+            param=param,
+        )
+
+
+def document_role_option() -> None:
+    """List ``--role`` in ``banking-app worker --help``.
+
+    The launcher takes ``--role`` off the command line before Faust parses it
+    (``operations.launcher``), so Faust's worker command, built by faust-streaming
+    0.15.3's ``AppCommand.as_click_command`` (``faust/cli/base.py``), never knew it
+    and left it out of its help. The option added here to that click command only
+    documents it: it reaches click only when the launcher did not run, and then it
+    refuses, naming ``BANKING_ROLE``, rather than start a worker of the wrong role.
+    """
+    from faust.cli import worker as _registers_the_worker_command  # noqa: F401
+    from faust.cli.base import cli
+
+    command = cli.commands["worker"]
+    if any(param.name == "role" for param in command.params):
+        return
+    command.params.append(
+        click.Option(
+            ["--role"],
+            type=click.Choice(ROLES),
+            default=None,
+            expose_value=False,
+            callback=_role_seen_by_click,
+            help=(
+                "Which of the bank's services to run: all (default), command, processor, "
+                "query. Env: BANKING_ROLE."
+            ),
+        )
+    )
+
+
+document_role_option()
 
 
 class StandaloneCommand(AppCommand):

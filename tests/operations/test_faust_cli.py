@@ -46,3 +46,29 @@ def test_each_cli_lists_every_agent_with_its_docstring(command: tuple[str, ...])
         assert topic in row
         assert "<N/A>" not in row, f"{name} has no docstring"
     assert len(rows) == len(AGENTS)
+
+
+def test_worker_help_lists_the_role_option() -> None:
+    done = subprocess.run(
+        [str(BIN / "banking-app"), "worker", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stdout.splitlines() if "--role" in line)
+    assert "[all|command|processor|query]" in line
+    assert "BANKING_ROLE" in done.stdout
+
+
+def test_a_role_that_reaches_click_is_refused_not_ignored() -> None:
+    """Without the launcher, ``--role`` would reach Faust's parser after the app had
+    registered every service: the worker must refuse rather than run as ``all``."""
+    import click
+    from faust.cli.base import cli
+
+    import banking_app.operations.cli  # noqa: F401  (adds the option)
+
+    with pytest.raises(click.BadParameter, match="BANKING_ROLE=query"):
+        cli.commands["worker"].make_context("worker", ["--role", "query"])
