@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from banking_app.operations import apache_kafka
+from banking_app.runtime.settings import ROLES
 from bench.report import write_report
 from bench.scenarios import BROKER_NAMES, Config, log, run_all
 
@@ -39,6 +40,16 @@ def brokers(asked: str) -> tuple[list[str], Path | None]:
         log(f"Apache Kafka cannot run ({exc}); measuring on Tansu")
         return ["tansu"], None
     return kinds, libs
+
+
+def growth_roles(raw: str) -> tuple[str, ...]:
+    """``--growth-roles``: each a worker role; a layout with no reader has no queries."""
+    roles = tuple(role.strip() for role in raw.split(",") if role.strip())
+    if not roles or any(role not in ROLES or role == "command" for role in roles):
+        raise SystemExit(f"--growth-roles: all, processor or query, comma-separated; got {raw!r}")
+    if not {"all", "query"} & set(roles) or not {"all", "processor"} & set(roles):
+        raise SystemExit(f"--growth-roles {raw!r}: a layout needs a processor and a reader")
+    return roles
 
 
 def parse(argv: list[str]) -> Config:
@@ -82,6 +93,12 @@ def parse(argv: list[str]) -> Config:
         "broker: one worker, two workers, and an event processor beside a query service",
     )
     parser.add_argument(
+        "--growth-roles",
+        default="all",
+        help="the growth phase's workers, by role, comma-separated: all (one worker, the "
+        "default) or processor,query (the split)",
+    )
+    parser.add_argument(
         "--output",
         default=None,
         help="markdown report to write (default docs/BENCHMARKS.md; '-' none)",
@@ -107,6 +124,7 @@ def parse(argv: list[str]) -> Config:
         trials=max(1, args.trials or (1 if quick else 3)),
         alerts_compare=args.alerts_compare,
         layouts=args.layouts,
+        growth_roles=growth_roles(args.growth_roles),
     )
     config.brokers, config.kafka_libs = brokers(args.broker)
     config.output = args.output or ("-" if quick else "docs/BENCHMARKS.md")

@@ -207,6 +207,15 @@ def _memory(sample: dict[str, float]) -> str:
     )
 
 
+def _mib(growth: dict[str, Any], measure: str) -> str:
+    """A growth row's memory figure: the sum, with each worker's part when there are several."""
+    parts = growth.get(f"{measure}_by_worker_mib") or []
+    total = f"{growth[f'{measure}_mib']:.0f} MiB"
+    if len(parts) < 2:
+        return total
+    return " + ".join(f"{part:.0f}" for part in parts) + f" = {total}"
+
+
 def write_report(config: Config, r: dict[str, Any]) -> str:
     first = next(iter(r["brokers"]), config.brokers[0])  # no main phase with --layouts
     lines = [
@@ -241,11 +250,15 @@ def write_report(config: Config, r: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for g in r["growth"]:
+        roles = g.get("roles") or ["all"]
+        layout = "" if roles == ["all"] else f" ({', '.join(roles)})"
+        samples = g.get("memory_at_peak_by_worker") or [g.get("memory_at_peak") or {}]
         lines.append(
-            f"| {g['accounts']:,} | {g['open_per_s']:,.0f} | {g['deposits_per_s']:,.0f} | "
-            f"{_q(g['queries'])} | {g['recovery_fresh_s']:.1f} s | "
-            f"{g['restart_same_dir_s']:.1f} s | {g['peak_rss_mib']:.0f} MiB | "
-            f"{_memory(g.get('memory_at_peak') or {})} | {g['recovered_rss_mib']:.0f} MiB |"
+            f"| {g['accounts']:,}{layout} | {g['open_per_s']:,.0f} | "
+            f"{g['deposits_per_s']:,.0f} | {_q(g['queries'])} | "
+            f"{g['recovery_fresh_s']:.1f} s | {g['restart_same_dir_s']:.1f} s | "
+            f"{_mib(g, 'peak_rss')} | {'; '.join(_memory(s) for s in samples)} | "
+            f"{_mib(g, 'recovered_rss')} |"
         )
     text = "\n".join(lines) + "\n"
     if config.output != "-":

@@ -65,6 +65,9 @@ class Config:
     alerts_compare: bool = False
     #: Compare issue 16's layouts (``bench.layouts``) in place of the main phase.
     layouts: bool = False
+    #: The growth phase's workers, by role: one worker running every role, or the
+    #: split (``processor``, ``query``).
+    growth_roles: tuple[str, ...] = ("all",)
 
 
 #: What the workers of the benchmark run against.
@@ -329,44 +332,82 @@ def cpu_per_op(before: tuple[float, float], after: tuple[float, float], n: int) 
     return {part: 1e6 * (after[i] - before[i]) / n for i, part in enumerate(("bank", "broker"))}
 
 
-def health_seconds(worker: Worker) -> float:
+def growth_workers(broker: AnyBroker, directory: Path, roles: tuple[str, ...]) -> list[Worker]:
+    """The growth phase's workers, one per role, each in a data dir of its own."""
+    workers = [
+        Worker(
+            broker,
+            directory / f"{role}-{index}" if len(roles) > 1 else directory,
+            partitions=PARTITIONS,
+            env={"BANKING_STORE": "rocksdb://", "BANKING_ROLE": role},
+        )
+        for index, role in enumerate(roles)
+    ]
+    for worker in workers:
+        worker.directory.mkdir(parents=True, exist_ok=True)
+    return workers
+
+
+def started_together(workers: list[Worker]) -> float:
+    """Start every worker at once; seconds until the last answers ``/health``."""
     started = time.perf_counter()
-    worker.wait_ready(RECOVERY_TIMEOUT)
+    for worker in workers:
+        worker.start(wait=False)
+    for worker in workers:
+        worker.wait_ready(RECOVERY_TIMEOUT)
     return time.perf_counter() - started
 
 
+def stop_all(workers: list[Worker]) -> None:
+    for worker in workers:
+        worker.stop()
+
+
 async def growth(config: Config, size: int, root: Path, rng: random.Random) -> dict[str, Any]:
+    """``size`` accounts opened, then deposits under the query load, on the layout
+    ``config.growth_roles``; then recovery into empty data dirs and a restart."""
+    roles = config.growth_roles
+    readers = [index for index, role in enumerate(roles) if role in ("all", "query")]
     with started_broker(config, config.brokers[0], root / f"kafka-growth-{size}") as broker:
-        bank = start_bank(broker, root / f"growth-{size}")
+        workers = growth_workers(broker, root / f"growth-{size}", roles)
         try:
-            with PeakSampler(bank.worker.url) as memory:
+            started_together(workers)
+            bank = Bank(broker, workers[0])
+            samplers = [PeakSampler(worker.url) for worker in workers]
+            with contextlib.ExitStack() as sampling:
+                for sampler in samplers:
+                    sampling.enter_context(sampler)
                 opened = await open_accounts(bank, size, f"g{size}")
-                with QueryLoad(bank.worker.url, config.query_rate, size) as load:
+                urls = ",".join(workers[index].url for index in readers)
+                with QueryLoad(urls, config.query_rate, size) as load:
                     rate = await deposits(bank, size, config.growth_deposits, f"g{size}", rng)
-            rss = bank.worker.peak_rss_mib()
-            bank.worker.stop()
-            # Recovery: a new worker with an empty data dir rebuilds every table from
-            # its changelog; a restart on the same dir reads only what it lacks.
-            fresh = Worker(broker, root / f"growth-{size}-fresh", partitions=PARTITIONS)
-            fresh.directory.mkdir(parents=True)
-            fresh.start(wait=False)
-            from_changelogs = health_seconds(fresh)
-            fresh_rss = fresh.peak_rss_mib()
-            fresh.stop()
-            bank.worker.start(wait=False)
-            same_dir = health_seconds(bank.worker)
+            peaks = [worker.peak_rss_mib() or 0.0 for worker in workers]
+            stop_all(workers)
+            # Recovery: new workers with empty data dirs rebuild every table from its
+            # changelog; a restart on the same dirs reads only what they lack.
+            fresh = growth_workers(broker, root / f"growth-{size}-fresh", roles)
+            try:
+                from_changelogs = started_together(fresh)
+                fresh_rss = [worker.peak_rss_mib() or 0.0 for worker in fresh]
+            finally:
+                stop_all(fresh)
+            same_dir = started_together(workers)
         finally:
-            bank.worker.stop()
+            stop_all(workers)
     return {
         "accounts": size,
+        "roles": list(roles),
         "open_per_s": opened,
         "deposits_per_s": rate,
         "queries": load.summary(),
         "recovery_fresh_s": from_changelogs,
         "restart_same_dir_s": same_dir,
-        "peak_rss_mib": rss,
-        "memory_at_peak": memory.peak,
-        "recovered_rss_mib": fresh_rss,
+        "peak_rss_mib": sum(peaks),
+        "peak_rss_by_worker_mib": peaks,
+        "memory_at_peak": samplers[0].peak,
+        "memory_at_peak_by_worker": [sampler.peak for sampler in samplers],
+        "recovered_rss_mib": sum(fresh_rss),
+        "recovered_rss_by_worker_mib": fresh_rss,
     }
 
 

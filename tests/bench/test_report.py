@@ -176,3 +176,30 @@ def test_growth_rows_split_the_peak_by_part(tmp_path: Path) -> None:
     text = write_report(config(1, str(tmp_path / "BENCHMARKS.md")), results)
     assert "| 824 MiB | not sampled | 518 MiB |" in row(text, "1,000 ")
     assert "| RSS 800: heap 300 in use, 200 free; RocksDB 0 MiB |" in row(text, "200,000")
+
+
+def test_a_split_growth_row_names_its_roles_and_each_workers_memory(tmp_path: Path) -> None:
+    processor = {"rss": 420 << 20, "heap_in_use": 200 << 20, "heap_free": 50 << 20}
+    query = {"rss": 380 << 20, "heap_in_use": 180 << 20, "heap_free": 40 << 20}
+    split = {
+        "accounts": 1_000_000,
+        "roles": ["processor", "query"],
+        "open_per_s": 1500.0,
+        "deposits_per_s": 900.0,
+        "queries": {"requests": 10, "errors": 0, "p50_ms": 1.0, "p99_ms": 9.0, "max_ms": 20.0},
+        "recovery_fresh_s": 30.0,
+        "restart_same_dir_s": 4.0,
+        "peak_rss_mib": 800.0,
+        "peak_rss_by_worker_mib": [420.0, 380.0],
+        "memory_at_peak": processor,
+        "memory_at_peak_by_worker": [processor, query],
+        "recovered_rss_mib": 600.0,
+        "recovered_rss_by_worker_mib": [350.0, 250.0],
+    }
+    text = write_report(
+        config(1, str(tmp_path / "BENCHMARKS.md")), {"brokers": {}, "growth": [split]}
+    )
+    line = row(text, "1,000,000 (processor, query)")
+    assert "| 420 + 380 = 800 MiB |" in line
+    assert "RSS 420: heap 200 in use, 50 free; RocksDB 0 MiB; RSS 380: heap 180 in use" in line
+    assert line.endswith("| 350 + 250 = 600 MiB |")

@@ -356,3 +356,50 @@ async def test_killing_the_event_processor_leaves_queries_answering(
     )
     wait_for(lambda: processing_ready(split.query), "processing ready again", SETTLE_TIMEOUT)
     assert (await by_role["query"].account(account))["balance"] == 505
+
+
+# --- a group of mixed roles -----------------------------------------------------------------
+
+
+async def test_a_query_worker_joins_a_worker_of_every_role(
+    broker: Broker, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """The way from one worker to the split: a query worker joins an ``all`` worker. The
+    ``all`` worker keeps every partition of ``commands`` (no other member decides), the
+    two share ``events``, and a write reads back at once through either."""
+    everything = start(broker, tmp_path, "all")
+    try:
+        query = start(broker, tmp_path, "query")
+        try:
+            takes(everything, "commands", ALL)
+            wait_for(
+                lambda: (
+                    consumer_partitions(query, "events")
+                    and consumer_partitions(query, "events")
+                    | consumer_partitions(everything, "events")
+                    == ALL
+                ),
+                "events shared between the two",
+                SETTLE_TIMEOUT,
+            )
+            shared = consumer_partitions(query, "events"), consumer_partitions(everything, "events")
+            assert not shared[0] & shared[1], shared
+            assert consumer_partitions(query, "commands") == set()
+            wait_for(lambda: settled((everything, query)), "both ready", SETTLE_TIMEOUT)
+            assert health(query) == (200, {"status": "ready"})
+            by_role = {"all": Api(session, everything.url), "query": Api(session, query.url)}
+            account = await by_role["query"].open(new_id("mixed"), deposit=10)
+            balance = 10
+            for n, (role, api) in enumerate(sorted(by_role.items()), start=1):
+                reply = await api.post(
+                    f"/accounts/{account}/deposits", {"amount": n}, idempotency_key=key()
+                )
+                assert reply.status == 200, (role, reply)
+                balance += n
+                for reader, other in by_role.items():
+                    view = await other.account(account)
+                    assert view_state(view) == (balance, 2 + n, "OPEN", 0), (role, reader)
+        finally:
+            query.stop()
+    finally:
+        everything.stop()
