@@ -1,13 +1,13 @@
 """The alerts over HTTP: an account's, and the bank's since a time.
 
 ``GET /accounts/{id}/alerts`` is one key of ``account-alerts``, read where it lives
-(``lookups.lookup``: locally, or forwarded to the worker that owns the account's
-partition). ``GET /alerts?since=`` has no one key: every worker answers for the
-partitions it owns (``scope=local``), and the worker asked gathers the answers of all
-of them, within ``BANKING_FORWARD_TIMEOUT`` each (a 504 or 503 problem, never a partial
-list presented as the whole). Each worker scans its own partitions' entries: alerts are
-rare, so the table holds few accounts; a time-ordered index would be the next step if
-it ever held many.
+(``web.routed``: locally, or forwarded to the worker that owns the account's partition,
+or from this worker's standby replica while that worker is away). ``GET /alerts?since=``
+has no one key: every worker answers for the partitions it owns (``scope=local``), and
+the worker asked gathers the answers of all of them, within ``BANKING_FORWARD_TIMEOUT``
+each (a 504 or 503 problem, never a partial list presented as the whole). Each worker
+scans its own partitions' entries: alerts are rare, so the table holds few accounts; a
+time-ordered index would be the next step if it ever held many.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ from banking_app.risk import rules
 from banking_app.risk.agent import alerts_table
 from banking_app.runtime import codec
 from banking_app.runtime.faust_app import app
+from banking_app.runtime.tables import get_json
 from banking_app.web import lookups, validation
 from banking_app.web.base import ApiView
 from banking_app.web.problems import Problem, bad_request
+from banking_app.web.routed import routed
 
 MAX_ALERTS = 1000
 
@@ -124,9 +126,10 @@ class Alerts(ApiView):
 class AccountAlerts(ApiView):
     route = "/accounts/{account_id}/alerts"
 
+    @routed(alerts_table, "account_id")
     async def get(self, request: Request, account_id: str) -> Response:
         if not ACCOUNT_ID_RE.fullmatch(account_id):
             raise bad_request(f"account_id must match {ACCOUNT_ID_RE.pattern}")
-        listing = await lookups.lookup(alerts_table, account_id, f"/accounts/{account_id}/alerts")
+        listing = get_json(alerts_table, account_id)
         alerts = listing["alerts"] if listing else []
         return self.json({"account_id": account_id, "alerts": alerts})

@@ -3,9 +3,9 @@
 The accounts live on every partition; the two workers own half each, and each keeps a
 standby replica of the other's (Faust's default of one). After the SIGKILL:
 
-- every account is answered by the survivor at once: a query for a partition the dead
-  worker owned is read from the survivor's standby replica until the group notices the
-  death and the survivor takes the partition over (``query_service.views.routed``). No
+- every account, and its alerts, is answered by the survivor at once: a query for a
+  partition the dead worker owned is read from the survivor's standby replica until the
+  group notices the death and the survivor takes the partition over (``web.routed``). No
   answer in between is an error. A replica may lack the last writes it had not yet
   fetched (on Kafka, with its longer fetch wait, it did), so those answers are checked
   for being a state the account was in; once the owner answers, the balance is exact;
@@ -52,6 +52,19 @@ async def views(url: str, accounts: list[str]) -> dict[str, tuple[int, Any, str 
                     response.headers.get("X-Bank-Replica"),
                 )
     return answers
+
+
+async def alerts_unanswered(url: str, accounts: list[str]) -> dict[str, tuple[int, Any]]:
+    """The accounts whose ``GET /accounts/{id}/alerts`` through ``url`` is not a 200 with
+    a list of alerts: that view is routed, and falls back on a replica, as the others."""
+    failed = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        for account in accounts:
+            async with session.get(f"{url}/accounts/{account}/alerts") as response:
+                body = await response.json(content_type=None)
+                if response.status != 200 or not isinstance(body.get("alerts"), list):
+                    failed[account] = (response.status, body)
+    return failed
 
 
 async def wait_ready(workers: list[Worker]) -> None:
@@ -104,6 +117,8 @@ async def test_the_survivor_answers_at_once_and_processes_after_takeover(
                         or (not answer[2] and answer[1]["balance"] != opening[account])
                     }
                     assert not wrong, f"round {rounds}: {wrong}\n{logs(survivor)}"
+                    unanswered = await alerts_unanswered(survivor.url, work.account_ids)
+                    assert not unanswered, f"round {rounds}: {unanswered}\n{logs(survivor)}"
                     replica_answers += sum(1 for *_, replica in answers.values() if replica)
                     victim_partitions |= {
                         partition_for(account.encode(), PARTITIONS)

@@ -9,7 +9,7 @@ the test puts there: a TCP server that accepts and never answers, or nothing at 
 partitions and answers requests sent to it directly.
 
 The workers keep no standby replicas (Faust's ``TABLE_STANDBY_REPLICAS=0``): with one,
-the first would answer from its replica instead (``query_service.views.routed``, tested
+the first would answer from its replica instead (``web.routed``, tested
 with a worker SIGKILLed in ``tests/faults/test_failover.py``).
 """
 
