@@ -19,8 +19,7 @@ from typing import Any
 from banking_app.operations.local_cluster import Worker
 from bench.cpu import tree_seconds
 from bench.scenarios import (
-    PARTITIONS,
-    RECOVERY_TIMEOUT,
+    READERS,
     Bank,
     Config,
     QueryLoad,
@@ -30,7 +29,10 @@ from bench.scenarios import (
     log,
     naive_run,
     open_accounts,
+    role_workers,
     started_broker,
+    started_together,
+    stop_all,
     transfers,
 )
 
@@ -40,8 +42,6 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
     "two workers (all, all)": ("all", "all"),
     "split (processor, query)": ("processor", "query"),
 }
-#: The roles whose workers answer reads from a read model of their own.
-READERS = ("all", "query")
 
 
 def _cpu(workers: list[Worker], bank: Bank) -> tuple[float, float]:
@@ -55,21 +55,9 @@ async def layout(
 ) -> dict[str, Any]:
     """One layout's trials on a broker of its own."""
     with started_broker(config, kind, root / "broker") as broker:
-        workers = [
-            Worker(
-                broker,
-                root / f"worker-{index}",
-                partitions=PARTITIONS,
-                env={"BANKING_STORE": "rocksdb://", "BANKING_ROLE": role},
-            )
-            for index, role in enumerate(roles)
-        ]
+        workers = role_workers(broker, root, roles)
         try:
-            for worker in workers:
-                worker.directory.mkdir(parents=True, exist_ok=True)
-                worker.start(wait=False)
-            for worker in workers:
-                worker.wait_ready(RECOVERY_TIMEOUT)
+            started_together(workers)
             bank = Bank(broker, workers[0])
             opened = await open_accounts(bank, config.accounts, "l")
             urls = ",".join(
@@ -103,8 +91,7 @@ async def layout(
                 )
             verified = _verify(broker)
         finally:
-            for worker in workers:
-                worker.stop()
+            stop_all(workers)
     return {"roles": list(roles), "open_per_s": opened, "trials": trials, "verify": verified}
 
 

@@ -332,14 +332,19 @@ def cpu_per_op(before: tuple[float, float], after: tuple[float, float], n: int) 
     return {part: 1e6 * (after[i] - before[i]) / n for i, part in enumerate(("bank", "broker"))}
 
 
-def growth_workers(broker: AnyBroker, directory: Path, roles: tuple[str, ...]) -> list[Worker]:
-    """The growth phase's workers, one per role, each in a data dir of its own."""
+#: The roles whose workers answer reads from a read model of their own.
+READERS = ("all", "query")
+
+
+def role_workers(broker: AnyBroker, directory: Path, roles: tuple[str, ...]) -> list[Worker]:
+    """A layout's workers, one per role, each in a data dir of its own (not started)."""
     workers = [
         Worker(
             broker,
             directory / f"{role}-{index}" if len(roles) > 1 else directory,
             partitions=PARTITIONS,
-            env={"BANKING_STORE": "rocksdb://", "BANKING_ROLE": role},
+            env={"BANKING_STORE": "rocksdb://"},
+            role=role,
         )
         for index, role in enumerate(roles)
     ]
@@ -367,9 +372,9 @@ async def growth(config: Config, size: int, root: Path, rng: random.Random) -> d
     """``size`` accounts opened, then deposits under the query load, on the layout
     ``config.growth_roles``; then recovery into empty data dirs and a restart."""
     roles = config.growth_roles
-    readers = [index for index, role in enumerate(roles) if role in ("all", "query")]
+    readers = [index for index, role in enumerate(roles) if role in READERS]
     with started_broker(config, config.brokers[0], root / f"kafka-growth-{size}") as broker:
-        workers = growth_workers(broker, root / f"growth-{size}", roles)
+        workers = role_workers(broker, root / f"growth-{size}", roles)
         try:
             started_together(workers)
             bank = Bank(broker, workers[0])
@@ -385,7 +390,7 @@ async def growth(config: Config, size: int, root: Path, rng: random.Random) -> d
             stop_all(workers)
             # Recovery: new workers with empty data dirs rebuild every table from its
             # changelog; a restart on the same dirs reads only what they lack.
-            fresh = growth_workers(broker, root / f"growth-{size}-fresh", roles)
+            fresh = role_workers(broker, root / f"growth-{size}-fresh", roles)
             try:
                 from_changelogs = started_together(fresh)
                 fresh_rss = [worker.peak_rss_mib() or 0.0 for worker in fresh]
