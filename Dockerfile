@@ -2,6 +2,9 @@
 # BANKING_WEB_HOST (the name other workers reach this one by), BANKING_PARTITIONS.
 FROM python:3.11-slim
 
+# jemalloc: the worker executes itself on it (banking_app/operations/allocator.py).
+RUN apt-get update && apt-get install -y --no-install-recommends libjemalloc2 \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 10001 bank
 WORKDIR /app
 COPY pyproject.toml README.md ./

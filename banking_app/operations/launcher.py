@@ -13,6 +13,9 @@ The event loop is chosen here too, for the same reason: Faust installs the loop 
 ``-L``/``FAUST_LOOP`` when ``faust`` is first imported. Unless told otherwise the bank
 runs on uvloop, which the benchmark measured 10-15 % faster than asyncio's own loop for
 the same worker (docs/BENCHMARKS.md); ``FAUST_LOOP=aio`` keeps the standard loop.
+
+The memory allocator cannot wait even that long: ``banking-app worker`` first executes
+itself again on jemalloc where it is installed (``operations.allocator``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+
+from banking_app.operations.allocator import execute_as_worker
 
 
 def datadir_option(argv: list[str]) -> str | None:
@@ -62,6 +67,8 @@ def default_loop(environ: dict[str, str] | os._Environ[str], argv: list[str]) ->
 
 
 def main() -> None:
+    # First: a worker is executed again on jemalloc, before anything else is done.
+    execute_as_worker(sys.argv[1:], sys.executable)
     default_loop(os.environ, sys.argv[1:])
     argv, role = take_role_option(sys.argv[1:])
     if role is not None:

@@ -80,10 +80,16 @@ lag = Gauge(
 
 memory = Gauge(
     "banking_memory_bytes",
-    "This worker's memory when scraped: rss, glibc's heap_in_use and heap_free (held, "
-    "not returned), and rocksdb (the shared budget's cache, memtables included; "
-    "RocksDB allocates from glibc's heap, so it is part of heap_in_use)",
+    "This worker's memory when scraped: rss, the C heap's heap_in_use and heap_free "
+    "(held, not returned), and rocksdb (the shared budget's cache, memtables included; "
+    "RocksDB allocates from the C heap, so it is part of heap_in_use)",
     ["part"],
+    registry=registry,
+)
+allocator = Gauge(
+    "banking_memory_allocator",
+    "1 for the C heap's allocator this worker runs on (jemalloc, glibc or other)",
+    ["allocator"],
     registry=registry,
 )
 

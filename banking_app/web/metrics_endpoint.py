@@ -14,8 +14,9 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from banking_app.runtime.faust_app import app
+from banking_app.runtime.memory import allocator as memory_allocator
 from banking_app.runtime.memory import heap_bytes, rss_bytes
-from banking_app.runtime.metrics import lag, memory, observe_request, registry
+from banking_app.runtime.metrics import allocator, lag, memory, observe_request, registry
 from banking_app.runtime.rocksdb_memory import opened_usage_bytes
 
 #: Seconds a scrape waits for the partitions' end offsets before it reports the last
@@ -56,6 +57,7 @@ async def refresh_lag(consumer: Any = None) -> None:
 
 def refresh_memory() -> None:
     in_use, free = heap_bytes()
+    allocator.labels(memory_allocator()).set(1)
     memory.labels("rss").set(rss_bytes())
     memory.labels("heap_in_use").set(in_use)
     memory.labels("heap_free").set(free)

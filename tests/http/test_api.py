@@ -34,6 +34,7 @@ from api_client import (
     view_state,
 )
 
+from banking_app.operations.allocator import library
 from bench.memory import parse as parse_memory
 from support.cluster import Broker
 
@@ -951,6 +952,9 @@ async def test_health_metrics_and_openapi(api: Api) -> None:
     assert set(memory) == {"rss", "heap_in_use", "heap_free", "rocksdb"}, memory
     assert 0 < memory["rocksdb"] <= 256 << 20
     assert 0 < memory["heap_in_use"] < memory["rss"]
+    # The worker was executed on jemalloc where it is installed (operations.allocator).
+    expected = "jemalloc" if library() else "glibc"
+    assert f'banking_memory_allocator{{allocator="{expected}"}} 1.0' in reply.text
     # Lag is the end offset minus the next offset owed to the agent: once the deposit
     # is done, every consumed partition is caught up.
     deadline = time.monotonic() + 30
