@@ -21,7 +21,9 @@ Upstream code replaced or read (faust-streaming 0.15.3, mode-streaming 0.7.1, ai
   ``_commit_every``, ``_n_acked`` and ``consumer_stopped_errors`` as Faust's loop does,
   and calls ``_add_gap`` to let commits pass offsets that retention deleted.
   ``seek``, ``seek_to_committed`` and ``on_partitions_revoked``/``_assigned`` are
-  extended to keep the cursors.
+  extended to keep the cursors. ``ack`` and ``on_buffer_drop`` are extended, and
+  ``on_buffer_full`` called, to bound the bytes handed over per partition
+  (``banking_app.runtime.flow``, ``BANKING_STREAM_BUFFER_KB``).
 - ``faust/transport/drivers/aiokafka.py``: ``AIOKafkaConsumerThread._ensure_consumer``
   (the aiokafka consumer, to seek it) and ``earliest_offsets``.
 - ``mode/services.py``: ``Service._stopped`` of the consumer and the fetcher, as Faust's
@@ -51,6 +53,8 @@ from mode import Service, ServiceT
 
 from banking_app.runtime import upstream
 from banking_app.runtime.delivery import Action, Cursors
+from banking_app.runtime.flow import Window
+from banking_app.runtime.metrics import stream_holds_total
 from banking_app.runtime.offsets import ReadableProbe
 from banking_app.runtime.settings import settings
 
@@ -70,6 +74,8 @@ class InOrderConsumer(driver.Consumer):
         self._readable = ReadableProbe(settings.bootstrap_servers)
         #: Where reading each partition began at the last seek to the committed offsets.
         self._read_from: dict[TP, int] = {}
+        #: Bytes handed over per partition, within ``BANKING_STREAM_BUFFER_KB`` (``flow``).
+        self._window = Window(settings.stream_buffer_kb << 10)
 
     def owed(self, tp: TP) -> int | None:
         """The next offset of ``tp`` owed to its agent (``None`` before the first seek)."""
@@ -93,6 +99,7 @@ class InOrderConsumer(driver.Consumer):
             tp = message.tp
             if self._in_order(tp.topic) and message.offset < first.get(tp, message.offset + 1):
                 first[tp] = message.offset
+            self._done_with(message)
         now = monotonic()
         for tp, offset in first.items():
             log.warning(
@@ -102,6 +109,26 @@ class InOrderConsumer(driver.Consumer):
                 offset,
             )
             self._cursors.rewind(tp, offset, now)
+
+    def ack(self, message: Message) -> bool:
+        done = not message.acked
+        acked = super().ack(message)
+        if done and message.acked:
+            self._done_with(message)
+        return acked
+
+    def _done_with(self, message: Message) -> None:
+        """A handed-over record was acknowledged or let go: its bytes are no longer held."""
+        tp = message.tp
+        if self._window.done(tp, _size(message)):
+            # Faust's own TP: its active set asserts that type (aiokafka's is another).
+            self.on_buffer_drop(TP(tp.topic, tp.partition))
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        """Faust's resume of a partition whose stream buffer has room again, unless its
+        bytes are still held (``flow``)."""
+        if not self._window.holds(tp):
+            super().on_buffer_drop(tp)
 
     def _in_order(self, topic: str) -> bool:
         """Topics whose offsets are committed: those the agents consume."""
@@ -122,6 +149,9 @@ class InOrderConsumer(driver.Consumer):
             verdict = self._cursors.on_record(tp, offset, monotonic())
         if verdict.action is Action.DELIVER:
             await self.callback(message)
+            if self._window.handed(tp, _size(message)):
+                stream_holds_total.labels(tp.topic).inc()
+                self.on_buffer_full(TP(tp.topic, tp.partition))
         elif verdict.action is Action.SEEK:
             assert verdict.offset is not None
             log.info(
@@ -346,8 +376,14 @@ class InOrderConsumer(driver.Consumer):
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self._cursors.forget(revoked)
+        self._window.forget(revoked)
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         self._cursors.forget(assigned)
+        self._window.forget(assigned)
         await super().on_partitions_assigned(assigned, generation_id)
+
+
+def _size(message: Message) -> int:
+    return len(message.value or b"") + len(message.key or b"")

@@ -78,6 +78,13 @@ lag = Gauge(
     registry=registry,
 )
 
+stream_holds_total = Counter(
+    "banking_stream_holds_total",
+    "Times a partition's fetching stopped because the bytes it had handed over to the "
+    "agents reached BANKING_STREAM_BUFFER_KB (runtime.flow)",
+    ["topic"],
+    registry=registry,
+)
 memory = Gauge(
     "banking_memory_bytes",
     "This worker's memory when scraped: rss, the C heap's heap_in_use and heap_free "

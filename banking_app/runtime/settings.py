@@ -133,6 +133,7 @@ class Settings:
     batch_window: float
     batch_quiet: float
     stream_buffer: int
+    stream_buffer_kb: int
     api_token_reads: bool
     forward_timeout: float
     take_attempts: int
@@ -283,6 +284,12 @@ def load() -> Settings:
         # pause and resume cost the fetch loop work; 16384 took a tenth off the worker's
         # CPU time per transfer (docs/BENCHMARKS.md). Faust reads 0 as "no bound".
         stream_buffer=_int("BANKING_STREAM_BUFFER", 16384, minimum=1),
+        # KiB a partition's records may hold, handed over to the agents and not done
+        # with, before its fetching stops until they fall to half (runtime.flow): the
+        # record bound above does not see that a bundle of legs is a thousand commands'
+        # bytes. 0: no bound in bytes. 4 MiB is four takes' worth (BANKING_BATCH_BYTES)
+        # a partition; at 1,000,000 accounts it lowered the peak RSS (docs/BENCHMARKS.md).
+        stream_buffer_kb=_int("BANKING_STREAM_BUFFER_KB", 4096, minimum=0),
         api_token_reads=os.environ.get("BANKING_API_TOKEN_READS", "") in {"1", "true", "yes"},
         # Seconds a worker waits for another worker it forwards a read to (a GET for a
         # key the other owns, a ``?wait=true`` lookup): then 504, not a hung request.
