@@ -642,9 +642,20 @@ async def test_resent_malformed_command_is_rejected_once(client: Client, uid: st
     now = int(time.time() * 1000)
     for at in (now, now + 5000):  # the client resends it five seconds later
         await client.producer.send_and_wait("commands", bad, key=acct.encode(), timestamp_ms=at)
-    marker = deposit(next(c), acct, 1)
+    # The refusal is sent from the bad id's claim partition, not the account's, so a
+    # deposit to the account says nothing about it; one whose id is claimed on the same
+    # partition, after the resend, does: by its event, both copies were handled.
+    after = next(
+        f"{uid}-after-{n}" for n in range(10_000) if part(f"{uid}-after-{n}") == part(f"{uid}-bad")
+    )
+    marker = deposit(after, acct, 1)
     await client.send(marker)
-    events = await read_events(client, {acct}, (acct, marker["command_id"], "MoneyDeposited"))
+    events = await read_events(
+        client,
+        {acct},
+        (acct, f"{uid}-bad", "CommandRejected"),
+        (acct, marker["command_id"], "MoneyDeposited"),
+    )
     rejections = [e for e in of(events, acct) if e["command_id"] == f"{uid}-bad"]
     # Two CommandRejected under one event id with different occurred_at would be a
     # command decided twice ("emitted twice with different content" in the ledger).
