@@ -14,8 +14,8 @@ An allocator is chosen when the process starts, before Python's first ``malloc``
 ``LD_PRELOAD``. So ``banking-app worker`` executes itself again, once, with jemalloc
 preloaded (``worker_environment``); the other commands are short and run as they are.
 ``BANKING_ALLOCATOR=glibc`` keeps glibc's malloc. Without the library (Debian's
-``libjemalloc2``) the worker runs on glibc's malloc and says so in its log
-(``runtime.memory.allocator``).
+``libjemalloc2``) the worker runs on glibc's malloc; ``banking_memory_allocator`` in
+``/metrics`` says which one it runs on (``runtime.memory.allocator``).
 """
 
 from __future__ import annotations
