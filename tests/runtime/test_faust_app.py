@@ -75,6 +75,12 @@ def test_agents_take_quietly_with_the_configured_times(monkeypatch: pytest.Monke
         ("BANKING_STREAM_BUFFER", "0", "BANKING_STREAM_BUFFER must be at least 1"),
         ("BANKING_STREAM_BUFFER", "-5", "BANKING_STREAM_BUFFER must be at least 1"),
         ("BANKING_STREAM_BUFFER", "lots", "BANKING_STREAM_BUFFER must be an integer, got 'lots'"),
+        ("BANKING_STREAM_BUFFER_KB", "-1", "BANKING_STREAM_BUFFER_KB must be at least 0"),
+        (
+            "BANKING_STREAM_BUFFER_KB",
+            "4MiB",
+            "BANKING_STREAM_BUFFER_KB must be an integer, got '4MiB'",
+        ),
         ("BANKING_PARTITIONS", "0", "BANKING_PARTITIONS must be at least 1"),
         ("BANKING_BATCH_SIZE", "0", "BANKING_BATCH_SIZE must be at least 1"),
         ("BANKING_BATCH_BYTES", "0", "BANKING_BATCH_BYTES must be at least 1"),
