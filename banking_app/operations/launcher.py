@@ -15,7 +15,9 @@ runs on uvloop, which the benchmark measured 10-15 % faster than asyncio's own l
 the same worker (docs/BENCHMARKS.md); ``FAUST_LOOP=aio`` keeps the standard loop.
 
 The memory allocator cannot wait even that long: ``banking-app worker`` first executes
-itself again on jemalloc where it is installed (``operations.allocator``).
+itself again on jemalloc where it is installed (``operations.allocator``). Once its
+role is known, a worker lowers its CPU priority as ``BANKING_NICE`` or its role says
+(``operations.priority``: an event processor yields the cores to a query worker).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import importlib.util
 import os
 import sys
 
+from banking_app.operations import priority
 from banking_app.operations.allocator import execute_as_worker
 
 
@@ -74,6 +77,7 @@ def main() -> None:
     if role is not None:
         os.environ["BANKING_ROLE"] = role
         sys.argv[1:] = argv
+    priority.apply(os.environ, sys.argv[1:], os.environ.get("BANKING_ROLE", "all").strip().lower())
     datadir = datadir_option(sys.argv[1:])
     if datadir:
         os.environ["BANKING_DATA_DIR"] = datadir

@@ -10,6 +10,7 @@ and ``?wait=true`` reads its write through any of them.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from api_client import (
     wait_for,
 )
 
+from banking_app.operations.priority import PROCESSOR_NICENESS
 from support.brokers import BROKER_KINDS, started_broker
 from support.cluster import Broker, Client, Worker
 
@@ -55,6 +57,13 @@ def takes(worker: Worker, topic: str, partitions: set[int]) -> None:
 
 
 ALL = set(range(PARTITIONS))
+
+
+def niceness(worker: Worker) -> set[int]:
+    """The niceness of each of the worker's threads (Linux keeps one per thread)."""
+    assert worker.process is not None
+    tasks = os.listdir(f"/proc/{worker.process.pid}/task")
+    return {os.getpriority(os.PRIO_PROCESS, int(task)) for task in tasks}
 
 
 def start(broker: Broker, root: Path, role: str, **env: str) -> Worker:
@@ -229,6 +238,10 @@ async def test_the_roles_start_together_and_each_takes_its_own_topics(split: Spl
     assert health(split.query) == (200, {"status": "ready"})
     assert health(split.processor) == (200, {"status": "ready"})
     assert health(split.command) == (200, {"status": "ready", "role": "command"})
+    # On one machine the event processor yields the cores to the others (README).
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert niceness(split.processor) == {max(PROCESSOR_NICENESS, own)}
+    assert niceness(split.query) == niceness(split.command) == {own}
 
 
 async def test_every_process_answers_every_route_and_reads_its_writes(
