@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from banking_app.operations import allocator
+from banking_app.operations import allocator, priority
 from banking_app.runtime.settings import settings
 from bench.scenarios import BROKER_NAMES, Config, same_loop_env
 
@@ -234,7 +234,8 @@ def write_report(config: Config, r: dict[str, Any]) -> str:
         f"{config.transfers} transfers, queries at {config.query_rate:.0f}/s, "
         f"8 partitions, batch {settings.batch_size}, {config.trials} trial(s), "
         f"event loop {same_loop_env().get('FAUST_LOOP', 'aio')} (worker and baselines), "
-        f"workers on {allocator.for_workers(os.environ)}'s malloc"
+        f"workers on {allocator.for_workers(os.environ)}'s malloc, "
+        f"event processors at niceness {priority.niceness(os.environ, 'processor')}"
         + (" (quick mode)" if config.quick else ""),
         f"- targets (issue 5): {TARGETS}",
     ]
