@@ -18,7 +18,7 @@ import asyncio
 from types import ModuleType
 
 from banking_app.command_service import views as command_views
-from banking_app.runtime import memory, roles
+from banking_app.runtime import loop_lag, memory, roles
 from banking_app.runtime.faust_app import app
 from banking_app.runtime.settings import settings
 from banking_app.web import health, metrics_endpoint, openapi, reads
@@ -54,6 +54,14 @@ if not roles.runs_query():
 if not roles.in_group():
     # The command service consumes nothing: a web server and a producer, in no group.
     app.producer_only = True
+
+
+@app.task
+async def watch_event_loop() -> None:
+    """``banking_event_loop_lag_seconds`` in ``/metrics`` (``runtime.loop_lag``)."""
+    await loop_lag.measure()
+
+
 if settings.malloc_trim_seconds:
 
     @app.timer(settings.malloc_trim_seconds)

@@ -955,6 +955,9 @@ async def test_health_metrics_and_openapi(api: Api) -> None:
     # The worker was executed on jemalloc where it is installed (operations.allocator).
     expected = "jemalloc" if library() else "glibc"
     assert f'banking_memory_allocator{{allocator="{expected}"}} 1.0' in reply.text
+    # The event loop's lateness, sampled ten times a second since the worker started.
+    wakes = re.search(r"^banking_event_loop_lag_seconds_count (\S+)$", reply.text, re.M)
+    assert wakes is not None and float(wakes.group(1)) > 0, reply.text
     # Lag is the end offset minus the next offset owed to the agent: once the deposit
     # is done, every consumed partition is caught up.
     deadline = time.monotonic() + 30
