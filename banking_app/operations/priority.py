@@ -1,4 +1,4 @@
-"""The worker's CPU priority: ``BANKING_NICE``, by default 10 for an event processor.
+"""The worker's CPU priority: ``BANKING_NICE``, for an event processor sharing its cores.
 
 On one machine the event processor and the query service want the same cores for
 different ends: the processor works through a backlog as fast as it can, a read has a
@@ -6,15 +6,16 @@ client waiting on it. Under a deposit load that keeps two cores busy, a query wo
 event loop waited for a core more than half as long as it ran (the main thread's
 run-queue time in ``/proc``), and a read that arrives while its worker waits for a core
 waits too. A processor at niceness 10 lets the query worker run as soon as it has work
-and takes the cores back when it has none: in five paired runs the split's query p99
-fell from 15.2 to 13.4 ms (medians) for 5 % fewer deposits, inside the runs' spread
-(docs/BENCHMARKS.md, "Priority"). On a machine of its own niceness changes nothing.
-The other roles run at the niceness they were started with.
+and takes the cores back when it has none: on the embedded broker, in five paired runs,
+the split's query p99 fell from 15.2 to 13.4 ms (medians) for 5 % fewer deposits. On
+Apache Kafka on the same cores the one pair run at 1,000,000 accounts went the other
+way (the processor yields to the broker's JVM too): so no role is lowered unless
+``BANKING_NICE`` says so (docs/BENCHMARKS.md, "Priority").
 
-``BANKING_NICE`` (0 to 19) sets it for any role; a worker never raises its own priority,
-so a worker started under ``nice -n 15`` keeps 15. Linux keeps a niceness per thread,
-so every thread the worker already has is lowered, and the ones it starts later
-inherit it.
+``BANKING_NICE`` (0 to 19) lowers any role; a worker never raises its own priority, so
+a worker started under ``nice -n 15`` keeps 15. Linux keeps a niceness per thread, so
+every thread the worker already has is lowered, and the ones it starts later inherit
+it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import os
 from collections.abc import Mapping
 
 SETTING = "BANKING_NICE"
-#: The niceness of an event processor unless ``BANKING_NICE`` says otherwise.
+#: The niceness measured for an event processor beside a query worker (README).
 PROCESSOR_NICENESS = 10
 LOWEST = 19
 
@@ -33,10 +34,13 @@ class PriorityError(ValueError):
 
 
 def niceness(environ: Mapping[str, str], role: str) -> int:
-    """The niceness a worker of ``role`` runs at, from ``BANKING_NICE`` or the role."""
+    """The niceness a worker of ``role`` runs at: ``BANKING_NICE``, or none (0).
+
+    ``role`` is not used yet: the default is the same for every role until a processor
+    at ``PROCESSOR_NICENESS`` is measured to help on Apache Kafka as on Tansu."""
     raw = environ.get(SETTING, "").strip()
     if not raw:
-        return PROCESSOR_NICENESS if role == "processor" else 0
+        return 0
     try:
         value = int(raw)
     except ValueError:
