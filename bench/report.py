@@ -235,7 +235,7 @@ def write_report(config: Config, r: dict[str, Any]) -> str:
         f"8 partitions, batch {settings.batch_size}, {config.trials} trial(s), "
         f"event loop {same_loop_env().get('FAUST_LOOP', 'aio')} (worker and baselines), "
         f"workers on {allocator.for_workers(os.environ)}'s malloc, "
-        f"event processors at niceness {priority.niceness(os.environ, 'processor')}"
+        f"workers at niceness {priority.niceness(os.environ)}"
         + (" (quick mode)" if config.quick else ""),
         f"- targets (issue 5): {TARGETS}",
     ]

@@ -15,9 +15,8 @@ runs on uvloop, which the benchmark measured 10-15 % faster than asyncio's own l
 the same worker (docs/BENCHMARKS.md); ``FAUST_LOOP=aio`` keeps the standard loop.
 
 The memory allocator cannot wait even that long: ``banking-app worker`` first executes
-itself again on jemalloc where it is installed (``operations.allocator``). Once its
-role is known, a worker lowers its CPU priority as ``BANKING_NICE`` or its role says
-(``operations.priority``: an event processor yields the cores to a query worker).
+itself again on jemalloc where it is installed (``operations.allocator``), and then
+lowers its CPU priority where ``BANKING_NICE`` says so (``operations.priority``).
 """
 
 from __future__ import annotations
@@ -72,12 +71,12 @@ def default_loop(environ: dict[str, str] | os._Environ[str], argv: list[str]) ->
 def main() -> None:
     # First: a worker is executed again on jemalloc, before anything else is done.
     execute_as_worker(sys.argv[1:], sys.executable)
+    priority.apply(os.environ, sys.argv[1:])
     default_loop(os.environ, sys.argv[1:])
     argv, role = take_role_option(sys.argv[1:])
     if role is not None:
         os.environ["BANKING_ROLE"] = role
         sys.argv[1:] = argv
-    priority.apply(os.environ, sys.argv[1:], os.environ.get("BANKING_ROLE", "all").strip().lower())
     datadir = datadir_option(sys.argv[1:])
     if datadir:
         os.environ["BANKING_DATA_DIR"] = datadir

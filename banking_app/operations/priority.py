@@ -33,11 +33,10 @@ class PriorityError(ValueError):
     """``BANKING_NICE`` is not a niceness from 0 to 19."""
 
 
-def niceness(environ: Mapping[str, str], role: str) -> int:
-    """The niceness a worker of ``role`` runs at: ``BANKING_NICE``, or none (0).
-
-    ``role`` is not used yet: the default is the same for every role until a processor
-    at ``PROCESSOR_NICENESS`` is measured to help on Apache Kafka as on Tansu."""
+def niceness(environ: Mapping[str, str]) -> int:
+    """The niceness a worker runs at: ``BANKING_NICE``, or none (0), whatever its role,
+    until a processor at ``PROCESSOR_NICENESS`` is measured to help on Apache Kafka as
+    on Tansu."""
     raw = environ.get(SETTING, "").strip()
     if not raw:
         return 0
@@ -63,12 +62,12 @@ def lower(value: int) -> None:
             continue
 
 
-def apply(environ: Mapping[str, str], argv: list[str], role: str) -> None:
+def apply(environ: Mapping[str, str], argv: list[str]) -> None:
     """Lower a worker's priority as ``niceness`` says; other commands run as they are."""
     if "worker" not in argv:
         return
     try:
-        value = niceness(environ, role)
+        value = niceness(environ)
     except PriorityError as exc:
         raise SystemExit(str(exc)) from None
     if value:
